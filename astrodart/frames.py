@@ -1,0 +1,328 @@
+"""Layer 1: reading and writing FITS frames.
+
+Every FITS flavour found on amateur and teaching-lab nights is read here into
+:class:`astropy.nddata.CCDData` with a unit: ``.fit/.fits/.fts`` in any case,
+gzip-compressed ``.gz``, pixels in the primary HDU or in the first image
+extension, unsigned 16-bit data stored with ``BZERO=32768``.
+
+All writes are atomic: the frame is written to a hidden temporary file in the
+destination folder and renamed over the final name, so an interrupted run
+never leaves a half-written FITS behind (``os.replace`` is atomic on POSIX and
+Windows when source and destination share a file system).
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.nddata import CCDData, StdDevUncertainty
+
+__all__ = [
+    "FITS_SUFFIXES",
+    "FrameError",
+    "is_fits_path",
+    "find_fits",
+    "image_hdu_index",
+    "read_header",
+    "read_frame",
+    "write_frame",
+    "write_hdulist",
+    "atomic_path",
+    "remove_stale_temporaries",
+    "strip_fits_suffix",
+]
+
+#: Extensions recognised as FITS images (case-insensitive, optionally ``.gz``).
+FITS_SUFFIXES = (".fit", ".fits", ".fts")
+
+_FITS_RE = re.compile(r"\.(fit|fits|fts)(\.gz)?$", re.IGNORECASE)
+_TMP_PREFIX = ".astrodart-tmp-"
+
+
+class FrameError(Exception):
+    """A frame could not be read or written; the message names the file and the problem."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def is_fits_path(path) -> bool:
+    """Return True if ``path`` has a FITS image extension (``.fit``, ``.fits``, ``.fts``,
+    any case, optionally followed by ``.gz``) and is not an astrodart temporary file."""
+    name = Path(path).name
+    return bool(_FITS_RE.search(name)) and not name.startswith(_TMP_PREFIX)
+
+
+def strip_fits_suffix(name: str) -> str:
+    """Return ``name`` without its FITS (and ``.gz``) extension."""
+    return _FITS_RE.sub("", name)
+
+
+def find_fits(directory, recursive: bool = False) -> list[str]:
+    """List the FITS files in ``directory``, sorted by name.
+
+    Parameters
+    ----------
+    directory : str or pathlib.Path
+        Folder to look in (a trailing slash is fine).
+    recursive : bool
+        Also look in sub-folders.
+
+    Returns
+    -------
+    list of str
+        Sorted absolute-or-as-given paths of every FITS file (see :func:`is_fits_path`).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    it = directory.rglob("*") if recursive else directory.iterdir()
+    return sorted(str(p) for p in it if p.is_file() and is_fits_path(p))
+
+
+def image_hdu_index(hdul: fits.HDUList, path="<memory>") -> int:
+    """Index of the first HDU holding a 2-D (or higher) image.
+
+    Raises
+    ------
+    FrameError
+        If no HDU holds image data.
+    """
+    for i, hdu in enumerate(hdul):
+        if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+            naxis = hdu.header.get("NAXIS", 0)
+            if naxis >= 2 and all(hdu.header.get(f"NAXIS{k}", 0) > 0 for k in range(1, naxis + 1)):
+                return i
+    raise FrameError(path, "no image data in any HDU (empty primary HDU and no image extension)")
+
+
+def _open(path, **kwargs) -> fits.HDUList:
+    path = Path(path)
+    if not path.exists():
+        raise FrameError(path, "file does not exist")
+    if path.stat().st_size == 0:
+        raise FrameError(path, "file is empty (0 bytes)")
+    try:
+        return fits.open(path, **kwargs)
+    except Exception as exc:  # astropy raises OSError, ValueError, EOFError... on bad files
+        raise FrameError(path, f"not a readable FITS file ({type(exc).__name__}: {exc})") from exc
+
+
+def read_header(path) -> fits.Header:
+    """Read the header of the image HDU of ``path`` (primary, or first image extension).
+
+    When the image sits in an extension, the primary header's cards that the
+    extension lacks (e.g. ``DATE-OBS`` written only in the primary) are merged in.
+
+    Raises
+    ------
+    FrameError
+        Missing, empty, unreadable or image-less file.
+    """
+    with _open(path) as hdul:
+        try:
+            idx = image_hdu_index(hdul, path)
+            header = hdul[idx].header.copy()
+            if idx > 0:
+                for card in hdul[0].header.cards:
+                    if card.keyword and card.keyword not in header and card.keyword not in (
+                        "SIMPLE", "EXTEND", "NAXIS", "BITPIX"
+                    ):
+                        header.append(card)
+        except FrameError:
+            raise
+        except Exception as exc:
+            raise FrameError(path, f"unreadable header ({type(exc).__name__}: {exc})") from exc
+    return header
+
+
+_UNIT_ALIASES = {
+    "adu": u.adu, "adus": u.adu, "count": u.adu, "counts": u.adu, "dn": u.adu,
+    "electron": u.electron, "electrons": u.electron, "e-": u.electron, "e": u.electron,
+}
+
+
+def _unit_from_header(header, default) -> u.UnitBase:
+    bunit = str(header.get("BUNIT", "") or "").strip()
+    if not bunit:
+        return u.Unit(default)
+    if bunit.lower() in _UNIT_ALIASES:
+        return _UNIT_ALIASES[bunit.lower()]
+    try:
+        return u.Unit(bunit)
+    except ValueError:
+        return u.Unit(default)
+
+
+def read_frame(path, unit=None, dtype=np.float32, default_unit="adu") -> CCDData:
+    """Read one frame into a :class:`~astropy.nddata.CCDData`.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        FITS file (any extension of :data:`FITS_SUFFIXES`, optionally gzipped).
+    unit : str or astropy.units.Unit, optional
+        Force this unit. By default the ``BUNIT`` keyword is used (``'adu'``,
+        ``'electron'`` and common spellings), else ``default_unit``.
+    dtype : numpy dtype
+        Working precision of the pixel array (float32 by default; raw integer data
+        with ``BZERO`` are scaled to their true values first).
+    default_unit : str
+        Unit used when the header has no usable ``BUNIT``.
+
+    Returns
+    -------
+    CCDData
+        2-D data of shape ``(NAXIS2, NAXIS1)``; ``meta`` is the image header; an
+        ``UNCERT`` extension (standard deviation) and a ``MASK`` extension, as
+        written by :func:`write_frame`, are read back as ``uncertainty`` and ``mask``.
+
+    Raises
+    ------
+    FrameError
+        Missing, empty, truncated or non-FITS file, or no image data.
+    """
+    with _open(path, memmap=False) as hdul:
+        idx = image_hdu_index(hdul, path)
+        try:
+            data = np.asarray(hdul[idx].data, dtype=dtype)
+        except Exception as exc:  # truncated files fail here
+            raise FrameError(path, f"pixel data unreadable or truncated ({type(exc).__name__}: {exc})") from exc
+        header = hdul[idx].header.copy()
+        uncertainty = mask = None
+        names = [h.name for h in hdul]
+        if "UNCERT" in names:
+            uncertainty = StdDevUncertainty(np.asarray(hdul["UNCERT"].data, dtype=dtype))
+        if "MASK" in names:
+            mask = np.asarray(hdul["MASK"].data).astype(bool)
+    if idx > 0:
+        header = read_header(path)
+    for key in ("BZERO", "BSCALE"):
+        header.remove(key, ignore_missing=True)
+    the_unit = u.Unit(unit) if unit is not None else _unit_from_header(header, default_unit)
+    return CCDData(data, unit=the_unit, meta=header, uncertainty=uncertainty, mask=mask)
+
+
+def atomic_path(path) -> Path:
+    """A hidden temporary path in the same folder as ``path`` and with the same suffix
+    (so astropy still gzips a ``.gz`` name)."""
+    path = Path(path)
+    return path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_hdulist(hdul: fits.HDUList, path, overwrite: bool = False) -> Path:
+    """Write an HDU list atomically (temporary file in the same folder, then rename).
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        hdul.writeto(tmp, output_verify="silentfix")
+        _commit(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_frame(ccd: CCDData, path, overwrite: bool = False, dtype=np.float32) -> Path:
+    """Write a :class:`CCDData` atomically, with ``UNCERT`` and ``MASK`` extensions if present.
+
+    Parameters
+    ----------
+    ccd : CCDData
+        Frame to write; its ``meta`` becomes the primary header and its unit ``BUNIT``.
+    path : str or pathlib.Path
+        Destination (``.gz`` names are gzip-compressed).
+    overwrite : bool
+        Replace an existing file.
+    dtype : numpy dtype
+        Precision written for data and uncertainty (float32 by default).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
+    header = fits.Header(ccd.meta) if not isinstance(ccd.meta, fits.Header) else ccd.meta.copy()
+    for key in ("BZERO", "BSCALE", "BLANK"):
+        header.remove(key, ignore_missing=True)
+    if ccd.wcs is not None:
+        header.update(ccd.wcs.to_header(relax=True))
+    header["BUNIT"] = ccd.unit.to_string() if ccd.unit is not None else "adu"
+    hdus = [fits.PrimaryHDU(np.asarray(ccd.data, dtype=dtype), header=header)]
+    if ccd.uncertainty is not None:
+        std = ccd.uncertainty.represent_as(StdDevUncertainty) if not isinstance(
+            ccd.uncertainty, StdDevUncertainty) else ccd.uncertainty
+        uh = fits.Header()
+        uh["UTYPE"] = ("StdDevUncertainty", "uncertainty is a standard deviation")
+        uh["BUNIT"] = header["BUNIT"]
+        hdus.append(fits.ImageHDU(np.asarray(std.array, dtype=dtype), header=uh, name="UNCERT"))
+    if ccd.mask is not None:
+        hdus.append(fits.ImageHDU(np.asarray(ccd.mask, dtype=np.uint8), name="MASK"))
+    return write_hdulist(fits.HDUList(hdus), path, overwrite=overwrite)
+
+
+def remove_stale_temporaries(directory, names: Iterable[str] | None = None) -> list[str]:
+    """Delete astrodart temporary files left in ``directory`` by a killed process.
+
+    Only files named with astrodart's temporary prefix whose writing process is no
+    longer alive are removed; a user's file is never touched.
+
+    Returns
+    -------
+    list of str
+        The temporary files removed.
+    """
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    wanted = set(names) if names is not None else None
+    for p in directory.iterdir():
+        if not p.name.startswith(_TMP_PREFIX):
+            continue
+        rest = p.name[len(_TMP_PREFIX):]
+        try:
+            pid_s, _, final = rest.split("-", 2)
+            pid = int(pid_s)
+        except ValueError:
+            continue
+        if wanted is not None and final not in wanted:
+            continue
+        if _pid_alive(pid):  # still being written (this or another live process)
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(str(p))
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

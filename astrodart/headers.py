@@ -1,0 +1,388 @@
+"""Layer 1: one place that absorbs the variety of FITS headers.
+
+Stages never read raw keywords; they ask a :class:`FrameHeader` for
+``exptime``, ``gain``, ``date_obs`` ... and get a value in stated units, ``None``
+when the quantity is optional and absent, or a :class:`MissingKeywordError`
+naming the file and the keywords tried when it is required.
+
+Variants absorbed (all seen in real data, see ``../shared/data``):
+
+* exposure: ``EXPTIME`` / ``EXPOSURE`` / ``EXP_TIME`` / ``ITIME``
+* gain (e-/ADU): ``GAIN`` / ``EGAIN`` / ``E-GAIN`` / ``CCDGAIN``; read noise (e-): ``RON`` / ``RDNOISE`` / ``READNOIS``
+* start time: ``DATE-OBS`` with or without a time-zone offset (MicroObservatory writes
+  local time with ``-0700``), ``DATE-OBS`` + ``TIME-OBS``/``UT``, ``UT-OBS``, ``MJD-OBS``
+* frame type: ``IMAGETYP`` / ``FRAMETYP`` / ``OBSTYPE`` spellings ('Bias Frame', 'BIAS', 'zero',
+  'Dark Frame', 'Flat Field', 'FLAT', 'Light Frame', 'object', 'flatdark', ...)
+* filter: ``FILTER`` / ``INSFILTE`` / ``FILTNAME`` / ``FILTER1``
+* pointing: ``RA``/``DEC`` or ``OBJCTRA``/``OBJCTDEC`` in degrees or sexagesimal (RA hours)
+* site: ``SITELAT``/``SITELONG``, ``LATITUDE``/``LONGITUD``, ``OBSLAT``/``OBSLONG``, ``LAT-OBS``/``LONG-OBS``,
+  in degrees or sexagesimal; MicroObservatory's unsigned ``LONGITUD`` is degrees WEST
+* binning ``XBINNING``/``YBINNING`` (or ``CCDXBIN``/``BINNING``), CCD temperature ``CCD-TEMP``/``CCDTEMP``/``CAMTEMP`` (K -> C)
+* pixel scale (arcsec/px): ``SCALE``/``PIXSCALE``/``IM_SCALE``/``SECPIX``, or ``XPIXSZ`` (um) with ``FOCALLEN`` (mm)
+"""
+from __future__ import annotations
+
+import re
+
+
+
+from astropy import units as u
+from astropy.coordinates import Angle, EarthLocation, SkyCoord
+from astropy.io import fits
+from astropy.time import Time, TimeDelta
+
+from .frames import read_header
+
+__all__ = [
+    "FRAME_TYPES",
+    "MissingKeywordError",
+    "HeaderValueError",
+    "FrameHeader",
+    "normalise_frame_type",
+    "normalise_name",
+]
+
+#: Normalised frame types. ``flatdark`` (darks taken for the flats) is its own type:
+#: such frames are NOT also flats or darks.
+FRAME_TYPES = ("bias", "dark", "flat", "flatdark", "object")
+
+_TYPE_SPELLINGS = {
+    "bias": ("bias", "bias frame", "zero", "zero frame", "offset", "biasframe"),
+    "dark": ("dark", "dark frame", "darkframe", "dark current"),
+    "flat": ("flat", "flat field", "flatfield", "flat frame", "dome flat", "sky flat", "twilight flat",
+             "domeflat", "skyflat", "flat-field", "lamp flat"),
+    "flatdark": ("flatdark", "flat dark", "dark flat", "darkflat", "flat-dark", "dark for flat",
+                 "flat_dark", "dark_flat"),
+    "object": ("object", "light", "light frame", "science", "lightframe", "obj", "target"),
+}
+_TYPE_LOOKUP = {sp: t for t, sps in _TYPE_SPELLINGS.items() for sp in sps}
+
+
+class MissingKeywordError(KeyError):
+    """A required header quantity is absent; the message names the file and keywords tried."""
+
+    def __init__(self, path, quantity: str, keywords):
+        self.path = str(path)
+        self.quantity = quantity
+        self.keywords = tuple(keywords)
+        msg = (f"{self.path}: no {quantity} in the header (looked for {', '.join(self.keywords)}); "
+               f"add one with header_tools(files, {{'{self.keywords[0]}': value}}).append_header_key()")
+        super().__init__(msg)
+
+    def __str__(self):  # KeyError quotes its message otherwise
+        return self.args[0]
+
+
+class HeaderValueError(ValueError):
+    """A header keyword is present but its value cannot be understood."""
+
+    def __init__(self, path, keyword: str, value, expected: str):
+        self.path = str(path)
+        super().__init__(f"{self.path}: keyword {keyword}={value!r} is not {expected}")
+
+
+def normalise_frame_type(value) -> str | None:
+    """Map an ``IMAGETYP`` spelling to one of :data:`FRAME_TYPES`, or None if unknown."""
+    if value is None:
+        return None
+    key = re.sub(r"[\s_]+", " ", str(value).strip().lower())
+    if key in _TYPE_LOOKUP:
+        return _TYPE_LOOKUP[key]
+    compact = key.replace(" ", "").replace("-", "")
+    for sp, t in _TYPE_LOOKUP.items():
+        if sp.replace(" ", "").replace("-", "") == compact:
+            return t
+    return None
+
+
+def normalise_name(value) -> str:
+    """Canonical form of a target name for matching: lower case, no spaces, '-' or '_'
+    (so 'hat-p-27', 'HAT P 27' and 'HAT_P_27' are all 'hatp27')."""
+    return re.sub(r"[\s\-_]+", "", str(value)).lower()
+
+
+def _clean(value):
+    if isinstance(value, str):
+        value = value.strip()
+        return value if value else None
+    return value
+
+
+class FrameHeader:
+    """Normalised view of one frame's header.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header or dict
+        The raw header.
+    path : str or pathlib.Path, optional
+        File the header came from, used in error messages.
+
+    Notes
+    -----
+    Construct from a file with :meth:`from_file`. Every property returns a value in
+    stated units; optional quantities are ``None`` when absent.
+    """
+
+    EXPTIME_KEYS = ("EXPTIME", "EXPOSURE", "EXP_TIME", "ITIME", "EXPOSED")
+    GAIN_KEYS = ("GAIN", "EGAIN", "E-GAIN", "CCDGAIN", "GAIN_E")
+    RON_KEYS = ("RON", "RDNOISE", "READNOIS", "READNOISE", "RN")
+    FILTER_KEYS = ("FILTER", "INSFILTE", "FILTNAME", "FILTER1", "FILT")
+    TYPE_KEYS = ("IMAGETYP", "FRAMETYP", "OBSTYPE", "IMGTYPE", "FRAME")
+    OBJECT_KEYS = ("OBJECT", "OBJNAME", "TARGET")
+    RA_KEYS = ("RA", "OBJCTRA", "RA_OBJ", "TELRA", "CRVAL1_HINT")
+    DEC_KEYS = ("DEC", "OBJCTDEC", "DEC_OBJ", "TELDEC")
+    LAT_KEYS = ("SITELAT", "LATITUDE", "OBSLAT", "LAT-OBS", "OBS-LAT", "GEOLAT")
+    LON_KEYS = ("SITELONG", "LONGITUD", "OBSLONG", "LONG-OBS", "OBS-LONG", "GEOLON", "LONGITUDE")
+    HEIGHT_KEYS = ("SITEELEV", "ALTITUDE", "OBSALT", "ALT-OBS", "ELEVATIO", "HEIGHT")
+    SCALE_KEYS = ("SCALE", "PIXSCALE", "IM_SCALE", "SECPIX", "PIXSCAL1", "PLTSCALE")
+
+    def __init__(self, header, path=None):
+        self.header = header if isinstance(header, fits.Header) else fits.Header(header)
+        self.path = str(path) if path is not None else "<header>"
+
+    @classmethod
+    def from_file(cls, path) -> "FrameHeader":
+        """Read the image header of ``path`` (see :func:`astrodart.frames.read_header`)."""
+        return cls(read_header(path), path)
+
+    # -- helpers -------------------------------------------------------------------
+    def _first(self, keys):
+        for k in keys:
+            if k in self.header:
+                v = _clean(self.header[k])
+                if v is not None:
+                    return k, v
+        return None, None
+
+    def _float(self, keys, quantity, required):
+        k, v = self._first(keys)
+        if k is None:
+            if required:
+                raise MissingKeywordError(self.path, quantity, keys)
+            return None
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            raise HeaderValueError(self.path, k, v, f"a number ({quantity})") from None
+
+    # -- exposure and detector ---------------------------------------------------------
+    @property
+    def exptime(self) -> float:
+        """Exposure time in seconds (required: raises :class:`MissingKeywordError`)."""
+        return self._float(self.EXPTIME_KEYS, "exposure time", True)
+
+    @property
+    def exptime_or_none(self) -> float | None:
+        """Exposure time in seconds, or None if absent."""
+        return self._float(self.EXPTIME_KEYS, "exposure time", False)
+
+    @property
+    def gain(self) -> float | None:
+        """Detector gain in e-/ADU, or None if absent."""
+        return self._float(self.GAIN_KEYS, "gain", False)
+
+    @property
+    def read_noise(self) -> float | None:
+        """Read noise in electrons, or None if absent."""
+        return self._float(self.RON_KEYS, "read noise", False)
+
+    @property
+    def binning(self) -> tuple[int, int]:
+        """``(xbin, ybin)``; ``(1, 1)`` when not recorded."""
+        x = self.header.get("XBINNING", self.header.get("CCDXBIN"))
+        y = self.header.get("YBINNING", self.header.get("CCDYBIN"))
+        if x is None and "BINNING" in self.header:
+            parts = re.split(r"[\sx,]+", str(self.header["BINNING"]).strip())
+            if len(parts) >= 2:
+                x, y = parts[:2]
+            else:
+                x = y = parts[0]
+        x = int(x) if x is not None else 1
+        y = int(y) if y is not None else x
+        return x, y
+
+    @property
+    def ccd_temperature(self) -> float | None:
+        """CCD temperature in degrees Celsius (Kelvin values > 150 are converted), or None."""
+        v = self._float(("CCD-TEMP", "CCDTEMP", "CCD_TEMP", "TEMPERAT", "CAMTEMP", "DET-TEMP"),
+                        "CCD temperature", False)
+        if v is not None and v > 150:  # MicroObservatory's CAMTEMP is in Kelvin
+            v -= 273.15
+        return v
+
+    @property
+    def pixel_scale(self) -> float | None:
+        """Pixel scale in arcsec/px from a scale keyword, or from ``XPIXSZ`` (um, binned) and
+        ``FOCALLEN`` (mm); None if neither is known."""
+        v = self._float(self.SCALE_KEYS, "pixel scale", False)
+        if v:
+            return abs(v)
+        pix = self._float(("XPIXSZ", "PIXSIZE1", "PIXSIZE"), "pixel size", False)
+        focal = self._float(("FOCALLEN", "FOCAL"), "focal length", False)
+        if pix and focal:
+            return 206.264806 * pix / focal
+        return None
+
+    # -- classification --------------------------------------------------------------
+    @property
+    def raw_frame_type(self):
+        """The frame-type keyword's raw value, or None."""
+        return self._first(self.TYPE_KEYS)[1]
+
+    @property
+    def frame_type(self) -> str | None:
+        """One of :data:`FRAME_TYPES`, or None when no frame-type keyword is understood."""
+        return normalise_frame_type(self.raw_frame_type)
+
+    @property
+    def filter(self) -> str | None:
+        """Filter name as written (stripped), or None."""
+        return self._first(self.FILTER_KEYS)[1]
+
+    @property
+    def object(self) -> str | None:
+        """Target name as written (stripped), or None."""
+        v = self._first(self.OBJECT_KEYS)[1]
+        return str(v) if v is not None else None
+
+    # -- time ------------------------------------------------------------------------
+    @property
+    def date_obs(self) -> Time:
+        """Exposure start as an astropy ``Time`` in the UTC scale.
+
+        ``DATE-OBS`` with a time-zone offset (``2017-12-19T19:00:12.957-0700``) is
+        converted to UTC; ``UT-OBS``, ``DATE-OBS`` + ``TIME-OBS``/``UT`` and ``MJD-OBS``
+        are used when needed.
+
+        Raises
+        ------
+        MissingKeywordError
+            No usable start-time keyword.
+        """
+        for key in ("DATE-OBS", "UT-OBS", "DATE_OBS", "DATE-BEG"):
+            v = _clean(self.header.get(key))
+            if v is None:
+                continue
+            t = self._parse_datetime(str(v), key)
+            if t is not None:
+                return t
+        mjd = self._float(("MJD-OBS", "MJD_OBS"), "start time", False)
+        if mjd is not None:
+            return Time(mjd, format="mjd", scale="utc")
+        jd = self._float(("JD", "JD-OBS"), "start time", False)
+        if jd is not None:
+            return Time(jd, format="jd", scale="utc")
+        raise MissingKeywordError(self.path, "exposure start time", ("DATE-OBS", "UT-OBS", "MJD-OBS"))
+
+    def _parse_datetime(self, value: str, key: str):
+        m = re.match(r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{1,2}:\d{2}(?::\d{2}(?:\.\d*)?)?))?\s*(Z|[+-]\d{2}:?\d{2})?$",
+                     value)
+        if not m:
+            # old style DD/MM/YY dates cannot be trusted for a time; let the next key try
+            return None
+        date, clock, tz = m.groups()
+        if clock is None:
+            clock = _clean(self.header.get("TIME-OBS", self.header.get("UT", self.header.get("UTSTART"))))
+            if clock is None:
+                return None
+        try:
+            t = Time(f"{date}T{clock}", format="isot", scale="utc")
+        except ValueError:
+            raise HeaderValueError(self.path, key, value, "an ISO date and time") from None
+        if tz and tz != "Z":
+            sign = -1 if tz[0] == "-" else 1
+            digits = tz[1:].replace(":", "")
+            offset = sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+            t = t - TimeDelta(offset, format="sec")  # local = UTC + offset
+        return t
+
+    @property
+    def mid_exposure(self) -> Time:
+        """Mid-exposure time (UTC): start + exptime / 2."""
+        return self.date_obs + TimeDelta((self.exptime_or_none or 0.0) / 2, format="sec")
+
+    # -- pointing and site -------------------------------------------------------------
+    @property
+    def coord(self) -> SkyCoord | None:
+        """Telescope pointing as an ICRS ``SkyCoord``, or None. Sexagesimal RA is in hours,
+        decimal RA in degrees (the convention of the cameras seen)."""
+        for rk, dk in zip(self.RA_KEYS, self.DEC_KEYS):
+            ra, dec = _clean(self.header.get(rk)), _clean(self.header.get(dk))
+            if ra is None or dec is None:
+                continue
+            try:
+                if isinstance(ra, str) and re.search(r"[\s:hms]", ra.strip()):
+                    ra_a = Angle(ra, unit=u.hourangle)
+                else:
+                    ra_a = Angle(float(ra), unit=u.deg)
+                if isinstance(dec, str) and re.search(r"[\s:dms]", dec.strip().lstrip("+-")):
+                    dec_a = Angle(dec, unit=u.deg)
+                else:
+                    dec_a = Angle(float(dec), unit=u.deg)
+                return SkyCoord(ra_a, dec_a, frame="icrs")
+            except (ValueError, TypeError):
+                raise HeaderValueError(self.path, rk, f"{ra} / {dec}", "a right ascension/declination") from None
+        return None
+
+    def _west_positive(self, key) -> bool:
+        comment = str(self.header.comments[key]).lower() if key in self.header else ""
+        creator = " ".join(str(self.header.get(k, "")) for k in ("CREATOR", "ORIGIN", "REFERENC")).lower()
+        return ("west" in comment and "east" not in comment) or "microobservatory" in creator
+
+    @property
+    def location(self) -> EarthLocation | None:
+        """Observatory location (east-positive longitude), or None.
+
+        Unsigned west longitudes are recognised from the keyword comment ('West') or the
+        writing software (MicroObservatory's ``LONGITUD=110.88`` is 110.88 deg W).
+        """
+        lk, lat = self._first(self.LAT_KEYS)
+        ok, lon = self._first(self.LON_KEYS)
+        if lat is None or lon is None:
+            return None
+        try:
+            lat_a = Angle(lat, unit=u.deg) if isinstance(lat, str) else Angle(float(lat), unit=u.deg)
+            lon_s = str(lon).strip()
+            west = lon_s[-1:].upper() == "W"
+            lon_s = lon_s.rstrip("EWew").strip()
+            lon_a = Angle(lon_s, unit=u.deg) if not _is_number(lon_s) else Angle(float(lon_s), unit=u.deg)
+        except (ValueError, TypeError):
+            raise HeaderValueError(self.path, lk, f"{lat} / {lon}", "a latitude/longitude") from None
+        if west or (lon_a.deg > 0 and self._west_positive(ok)):
+            lon_a = -lon_a
+        height = self._float(self.HEIGHT_KEYS, "site height", False) or 0.0
+        return EarthLocation.from_geodetic(lon=lon_a.wrap_at(180 * u.deg), lat=lat_a, height=height * u.m)
+
+    def summary(self) -> dict:
+        """A dict of the normalised quantities (None where absent), for tables and logs."""
+        out = {}
+        for name in ("frame_type", "filter", "object", "exptime_or_none", "gain", "read_noise",
+                     "binning", "ccd_temperature", "pixel_scale"):
+            try:
+                out[name] = getattr(self, name)
+            except (MissingKeywordError, HeaderValueError):
+                out[name] = None
+        try:
+            out["date_obs"] = self.date_obs.isot
+        except (MissingKeywordError, HeaderValueError):
+            out["date_obs"] = None
+        return out
+
+
+def _is_number(s) -> bool:
+    try:
+        float(s)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def shape_of(path) -> tuple[int, int]:
+    """``(ny, nx)`` of a file's image, read from its header only."""
+    h = read_header(path)
+    return int(h["NAXIS2"]), int(h["NAXIS1"])
+
+
+__all__.append("shape_of")
+
