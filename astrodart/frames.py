@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -127,7 +128,14 @@ def read_header(path) -> fits.Header:
     FrameError
         Missing, empty, unreadable or image-less file.
     """
-    with _open(path) as hdul:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hdul = _open(path)
+    truncated = [w for w in caught if "truncated" in str(w.message)]
+    if truncated:
+        hdul.close()
+        raise FrameError(path, f"file is truncated ({truncated[0].message})")
+    with hdul:
         try:
             idx = image_hdu_index(hdul, path)
             header = hdul[idx].header.copy()

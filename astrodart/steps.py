@@ -47,12 +47,22 @@ __all__ = [
     "find_log_path",
     "log_event",
     "LOG_NAME",
+    "known_prefixes",
 ]
 
 log = logging.getLogger("astrodart")
 
 #: Name of the JSON-lines run log kept in each target's reduction directory.
 LOG_NAME = "astrodart_log.jsonl"
+
+
+_PREFIXES: set[str] = set()
+
+
+def known_prefixes() -> list[str]:
+    """Output prefixes of every Step subclass defined so far (e.g. ``'trimmed_'``): files
+    with these prefixes were written by astrodart, not copied from a raw night."""
+    return sorted(_PREFIXES)
 
 
 class FrameSkippedWarning(UserWarning):
@@ -208,6 +218,11 @@ class Step:
 
     name = "step"
     prefix = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.prefix:
+            _PREFIXES.add(cls.prefix)
     #: Output file suffix (inputs may be gzipped; outputs are written plain for speed).
     suffix = ".fits"
 
