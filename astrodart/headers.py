@@ -212,6 +212,12 @@ class FrameHeader:
         return v
 
     @property
+    def saturation(self) -> float | None:
+        """Saturation level of the raw data in ADU (``SATURATE``/``DATAMAX``/``MAXLIN``), or None."""
+        v = self._float(("SATURATE", "DATAMAX", "MAXLIN", "SATLEVEL"), "saturation level", False)
+        return v if v and v > 0 else None
+
+    @property
     def pixel_scale(self) -> float | None:
         """Pixel scale in arcsec/px from a scale keyword, or from ``XPIXSZ`` (um, binned) and
         ``FOCALLEN`` (mm); None if neither is known."""
