@@ -1,0 +1,446 @@
+"""Layer 2: detector characterisation from calibration frames (pure functions).
+
+* read noise from pairs of bias frames and gain from pairs of flats — the
+  photon-transfer method (Janesick 2001, *Scientific Charge-Coupled Devices*, SPIE PM83,
+  ch. 2; Janesick 2007, *Photon Transfer*, SPIE PM170): differencing two frames removes
+  fixed patterns (bias structure, flat-field response) and leaves twice the random noise;
+* dark current and hot pixels from a bias-subtracted master dark;
+* a bad-pixel map from the master dark and the master flat.
+
+Units: frames in ADU for the photon transfer (the gain is the unknown); gain in e-/ADU,
+read noise in electrons (and ADU), dark current in (data unit)/s/px.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .calibration import CalibrationError, robust_std
+
+__all__ = [
+    "BAD_HOT",
+    "BAD_FLAT_LOW",
+    "BAD_FLAT_DEVIANT",
+    "BAD_NONFINITE",
+    "BAD_WARM",
+    "REPAIR_BITS",
+    "clipped_std",
+    "central_region",
+    "read_noise_from_pair",
+    "gain_from_pairs",
+    "PhotonTransferResult",
+    "photon_transfer",
+    "DarkCurrentResult",
+    "dark_current",
+    "hot_pixel_mask",
+    "flat_defect_mask",
+    "bad_pixel_map",
+]
+
+#: Bits of a bad-pixel map (uint8): hot in the dark, low/dead in the flat, deviant
+#: (pixel-scale defect) in the flat, non-finite in a master, warm in the dark (dark
+#: subtraction handles them, but their dark signal flickers: cosmic-ray detection
+#: should not take them for hits).
+BAD_HOT, BAD_FLAT_LOW, BAD_FLAT_DEVIANT, BAD_NONFINITE, BAD_WARM = 1, 2, 4, 8, 16
+#: Bits repaired by default by interpolation (all but "warm").
+REPAIR_BITS = BAD_HOT | BAD_FLAT_LOW | BAD_FLAT_DEVIANT | BAD_NONFINITE
+
+
+def central_region(shape: tuple[int, int], fraction: float = 0.5) -> tuple[slice, slice]:
+    """Slices of the central ``fraction`` of each axis of a ``(ny, nx)`` frame."""
+    ny, nx = shape
+    fy, fx = int(ny * (1 - fraction) / 2), int(nx * (1 - fraction) / 2)
+    return slice(fy, ny - fy), slice(fx, nx - fx)
+
+
+def clipped_std(values: np.ndarray, nsigma: float = 4.0, iterations: int = 5) -> float:
+    """Standard deviation after iterative clipping at ``nsigma`` around the median
+    (removes cosmic rays and hot pixels from a difference image, keeps the Gaussian core
+    efficiency of the plain standard deviation)."""
+    v = np.asarray(values, np.float64).ravel()
+    v = v[np.isfinite(v)]
+    for _ in range(iterations):
+        med = np.median(v)
+        sd = np.std(v)
+        keep = np.abs(v - med) < nsigma * sd
+        if keep.all():
+            break
+        v = v[keep]
+    # a clipped Gaussian has a smaller std; correct the truncation at nsigma
+    from scipy.special import erf
+
+    k = nsigma
+    frac = erf(k / np.sqrt(2))
+    trunc = 1 - 2 * k * np.exp(-k * k / 2) / (np.sqrt(2 * np.pi) * frac)
+    return float(np.std(v) / np.sqrt(trunc))
+
+
+def read_noise_from_pair(bias1: np.ndarray, bias2: np.ndarray, region=None) -> float:
+    """Read noise (units of the data) from two bias frames: ``std(b1 - b2) / sqrt(2)``.
+
+    Parameters
+    ----------
+    bias1, bias2 : numpy.ndarray
+        ``(ny, nx)`` bias frames.
+    region : tuple of slice, optional
+        Area used (default: the central half of each axis).
+
+    Returns
+    -------
+    float
+        Read noise in the units of the data (ADU for raw frames).
+    """
+    region = region or central_region(np.shape(bias1))
+    d = np.asarray(bias1, np.float64)[region] - np.asarray(bias2, np.float64)[region]
+    return clipped_std(d) / np.sqrt(2)
+
+
+def gain_from_pairs(
+    flat1: np.ndarray, flat2: np.ndarray, bias1: np.ndarray, bias2: np.ndarray, region=None
+) -> tuple[float, float]:
+    """Gain and read noise from one flat pair and one bias pair (Janesick).
+
+    ``g = ((F1 + F2) - (B1 + B2)) / (var(F1 - F2) - var(B1 - B2))`` with means and
+    variances over ``region``; ``F2`` is first scaled to ``F1``'s level so that a
+    change of illumination between the two flats does not leave a flat-field pattern
+    in the difference.
+
+    Parameters
+    ----------
+    flat1, flat2, bias1, bias2 : numpy.ndarray
+        ``(ny, nx)`` raw frames in ADU (same exposure for the two flats).
+    region : tuple of slice, optional
+        Area used (default: the central half).
+
+    Returns
+    -------
+    gain : float
+        e-/ADU.
+    read_noise : float
+        Electrons: ``gain * std(B1 - B2) / sqrt(2)``.
+
+    Raises
+    ------
+    CalibrationError
+        The flats are not brighter than the biases, or their difference is not noisier.
+    """
+    region = region or central_region(np.shape(flat1))
+    f1 = np.asarray(flat1, np.float64)[region]
+    f2 = np.asarray(flat2, np.float64)[region]
+    b1 = np.asarray(bias1, np.float64)[region]
+    b2 = np.asarray(bias2, np.float64)[region]
+    mb1, mb2 = np.median(b1), np.median(b2)
+    s1, s2 = np.median(f1) - mb1, np.median(f2) - mb2
+    if s1 <= 0 or s2 <= 0:
+        raise CalibrationError(
+            "flats are not brighter than the biases: photon transfer needs exposed flats"
+        )
+    # bring flat 2 to flat 1's signal level (bias removed before scaling)
+    f2s = (f2 - mb2) * (s1 / s2) + mb1
+    var_f = clipped_std(f1 - f2s) ** 2
+    var_b = clipped_std(b1 - b2) ** 2
+    if var_f <= var_b:
+        raise CalibrationError(
+            "flat-pair difference is not noisier than the bias-pair difference; "
+            "are the 'flats' exposed and unsaturated?"
+        )
+    signal = 2 * s1
+    gain = signal / (var_f - var_b)
+    return float(gain), float(gain * np.sqrt(var_b / 2))
+
+
+@dataclass
+class PhotonTransferResult:
+    """Gain and read noise from pairs of flats and biases.
+
+    Attributes
+    ----------
+    gain : float
+        Median gain over the pairs (e-/ADU).
+    gain_error : float
+        Standard error of the mean gain over the pairs (e-/ADU; NaN with one pair).
+    read_noise_adu : float
+        Median read noise from the bias pairs (ADU).
+    read_noise : float
+        ``gain * read_noise_adu`` (electrons).
+    gains, read_noises_adu : list of float
+        Per-pair values.
+    signal_adu : float
+        Median flat signal above bias (ADU).
+    """
+
+    gain: float
+    gain_error: float
+    read_noise_adu: float
+    read_noise: float
+    gains: list = field(default_factory=list)
+    read_noises_adu: list = field(default_factory=list)
+    signal_adu: float = float("nan")
+
+    def read_noise_for_gain(self, gain: float) -> float:
+        """Read noise in electrons at another gain (e.g. the header's, when the chain
+        converts with it): ``read_noise_adu * gain``. The noise measured in ADU is the
+        robust quantity; pass this to ``deviation_calculation(ron=...)`` together with
+        the gain the chain uses."""
+        return self.read_noise_adu * float(gain)
+
+    def __str__(self) -> str:
+        return (
+            f"gain {self.gain:.3f} +/- {self.gain_error:.3f} e-/ADU, read noise "
+            f"{self.read_noise_adu:.3f} ADU = {self.read_noise:.2f} e- "
+            f"({len(self.gains)} flat pairs, {len(self.read_noises_adu)} bias pairs, "
+            f"flat signal {self.signal_adu:.0f} ADU)"
+        )
+
+
+def photon_transfer(
+    biases: Sequence[np.ndarray], flats: Sequence[np.ndarray], region=None
+) -> PhotonTransferResult:
+    """Gain and read noise from frames taken in pairs (Janesick's photon transfer).
+
+    Parameters
+    ----------
+    biases : sequence of numpy.ndarray
+        At least two raw bias frames ``(ny, nx)`` in ADU; consecutive frames are paired.
+    flats : sequence of numpy.ndarray
+        At least two raw flats of equal exposure, ADU, unsaturated; paired alike.
+    region : tuple of slice, optional
+        Area used (default: the central half of each axis).
+
+    Returns
+    -------
+    PhotonTransferResult
+
+    Raises
+    ------
+    CalibrationError
+        Fewer than two biases or two flats.
+    """
+    if len(biases) < 2 or len(flats) < 2:
+        raise CalibrationError("photon transfer needs at least two bias frames and two flats")
+    rn = [
+        read_noise_from_pair(biases[i], biases[i + 1], region) for i in range(0, len(biases) - 1, 2)
+    ]
+    gains, signals = [], []
+    for j, i in enumerate(range(0, len(flats) - 1, 2)):
+        k = (2 * j) % (len(biases) - 1)
+        g, _ = gain_from_pairs(flats[i], flats[i + 1], biases[k], biases[k + 1], region)
+        gains.append(g)
+        reg = region or central_region(np.shape(flats[i]))
+        signals.append(
+            float(np.median(np.asarray(flats[i])[reg]) - np.median(np.asarray(biases[k])[reg]))
+        )
+    gain = float(np.median(gains))
+    gerr = float(np.std(gains, ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("nan")
+    rn_adu = float(np.median(rn))
+    return PhotonTransferResult(
+        gain, gerr, rn_adu, gain * rn_adu, gains, rn, float(np.median(signals))
+    )
+
+
+@dataclass
+class DarkCurrentResult:
+    """Dark current statistics of a bias-subtracted master dark.
+
+    Attributes
+    ----------
+    median_rate : float
+        Median dark current (data unit / s / px; e-/s/px for a master in electrons).
+    mean_rate : float
+        Sigma-clipped mean of the rate (same unit).
+    rate_scatter : float
+        Robust standard deviation of the rate over the detector (same unit).
+    hot_mask : numpy.ndarray
+        ``(ny, nx)`` bool, hot pixels (see :func:`hot_pixel_mask`).
+    n_hot : int
+        Number of hot pixels.
+    threshold : float
+        Rate above which a pixel is hot (same unit).
+    unit : str
+        Unit of the rates.
+    """
+
+    median_rate: float
+    mean_rate: float
+    rate_scatter: float
+    hot_mask: np.ndarray
+    n_hot: int
+    threshold: float
+    unit: str = "electron / s"
+
+    def __str__(self) -> str:
+        return (
+            f"dark current median {self.median_rate:.3f} {self.unit}/px (clipped mean "
+            f"{self.mean_rate:.3f}, scatter {self.rate_scatter:.3f}); {self.n_hot} hot pixels "
+            f"above {self.threshold:.3f} {self.unit}"
+        )
+
+
+def hot_pixel_mask(
+    rate: np.ndarray, nsigma: float = 5.0, min_rate: float | None = None
+) -> tuple[np.ndarray, float]:
+    """Hot pixels: dark current above ``median + nsigma * robust_std`` (and above
+    ``min_rate`` when given).
+
+    Returns
+    -------
+    (numpy.ndarray, float)
+        ``(ny, nx)`` bool mask and the threshold rate used.
+    """
+    r = np.asarray(rate, np.float32)
+    med = float(np.nanmedian(r))
+    sd = float(robust_std(r))
+    thr = med + nsigma * sd
+    if min_rate is not None:
+        thr = max(thr, float(min_rate))
+    with np.errstate(invalid="ignore"):
+        return (r > thr) | ~np.isfinite(r), thr
+
+
+def dark_current(
+    master_dark: np.ndarray,
+    exptime: float,
+    nsigma: float = 5.0,
+    min_rate: float | None = None,
+    unit: str = "electron / s",
+) -> DarkCurrentResult:
+    """Dark current and hot pixels of a bias-subtracted master dark.
+
+    Parameters
+    ----------
+    master_dark : numpy.ndarray
+        ``(ny, nx)`` master dark, bias removed, e.g. in electrons.
+    exptime : float
+        Its exposure time (s, > 0).
+    nsigma, min_rate : float
+        Hot-pixel threshold (see :func:`hot_pixel_mask`).
+    unit : str
+        Unit of the rate, for display.
+
+    Returns
+    -------
+    DarkCurrentResult
+
+    Raises
+    ------
+    CalibrationError
+        Non-positive exposure time.
+    """
+    if not exptime or exptime <= 0:
+        raise CalibrationError(f"dark exposure time {exptime!r} s must be positive")
+    rate = np.asarray(master_dark, np.float32) / np.float32(exptime)
+    hot, thr = hot_pixel_mask(rate, nsigma, min_rate)
+    good = rate[~hot]
+    return DarkCurrentResult(
+        float(np.median(rate)),
+        float(np.mean(good)),
+        float(robust_std(rate)),
+        hot,
+        int(hot.sum()),
+        thr,
+        unit,
+    )
+
+
+def flat_defect_mask(
+    flat: np.ndarray,
+    min_value: float = 0.5,
+    nsigma: float = 7.0,
+    min_deviation: float = 0.03,
+    box: int = 5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Defective pixels of a normalised flat.
+
+    Parameters
+    ----------
+    flat : numpy.ndarray
+        ``(ny, nx)`` normalised master flat (level ~1).
+    min_value : float
+        Pixels below this response are low/dead (vignetted corners of a real optical
+        system stay well above 0.5; dust donuts are a few per cent deep).
+    nsigma, min_deviation : float
+        A pixel deviating from the ``box`` x ``box`` median of its neighbours by more than
+        ``max(nsigma * robust_std, min_deviation)`` (relative) is a pixel-scale defect.
+        Dust donuts and vignetting are smooth on that scale and are not flagged.
+    box : int
+        Size (px) of the local median.
+
+    Returns
+    -------
+    low, deviant : numpy.ndarray
+        ``(ny, nx)`` bool masks.
+    """
+    f = np.asarray(flat, np.float32)
+    finite = np.isfinite(f)
+    safe = np.where(finite, f, 1.0).astype(np.float32)
+    low = (safe < min_value) | ~finite
+    local = ndimage.median_filter(safe, size=box, mode="nearest")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(local > 0, safe / local, np.nan)
+    dev = np.abs(ratio - 1)
+    thr = max(nsigma * float(robust_std(ratio)), min_deviation)
+    deviant = (dev > thr) & ~low
+    return low, deviant
+
+
+def bad_pixel_map(
+    dark_rate: np.ndarray | None = None,
+    flat: np.ndarray | None = None,
+    *,
+    hot_sigma: float = 10.0,
+    warm_sigma: float = 5.0,
+    hot_min_rate: float | None = None,
+    flat_min: float = 0.5,
+    flat_sigma: float = 7.0,
+    flat_min_deviation: float = 0.03,
+) -> np.ndarray:
+    """Bad-pixel map from a master dark (as a rate) and/or a normalised master flat.
+
+    Parameters
+    ----------
+    dark_rate : numpy.ndarray, optional
+        ``(ny, nx)`` dark current (unit / s) of a bias-subtracted master dark.
+    flat : numpy.ndarray, optional
+        ``(ny, nx)`` normalised master flat.
+    hot_sigma, hot_min_rate : float
+        Hot-pixel threshold (:func:`hot_pixel_mask`); the default (10 sigma) keeps the
+        "hot" bit to pixels whose dark signal dark subtraction cannot be trusted to remove.
+    warm_sigma : float
+        Pixels between ``warm_sigma`` and ``hot_sigma`` get the "warm" bit.
+    flat_min, flat_sigma, flat_min_deviation : float
+        Flat defect thresholds (:func:`flat_defect_mask`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny, nx)`` uint8 bit map: :data:`BAD_HOT` | :data:`BAD_FLAT_LOW` |
+        :data:`BAD_FLAT_DEVIANT` | :data:`BAD_NONFINITE` | :data:`BAD_WARM`; 0 = good.
+
+    Raises
+    ------
+    CalibrationError
+        Neither input given, or shapes that differ.
+    """
+    if dark_rate is None and flat is None:
+        raise CalibrationError("a bad-pixel map needs a master dark, a master flat, or both")
+    shapes = {np.shape(a) for a in (dark_rate, flat) if a is not None}
+    if len(shapes) > 1:
+        raise CalibrationError(f"master dark and flat have different shapes {sorted(shapes)}")
+    shape = shapes.pop()
+    bpm = np.zeros(shape, np.uint8)
+    if dark_rate is not None:
+        hot, _ = hot_pixel_mask(dark_rate, hot_sigma, hot_min_rate)
+        warm, _ = hot_pixel_mask(dark_rate, min(warm_sigma, hot_sigma), hot_min_rate)
+        bpm[hot] |= BAD_HOT
+        bpm[warm & ~hot] |= BAD_WARM
+        bpm[~np.isfinite(dark_rate)] |= BAD_NONFINITE
+    if flat is not None:
+        low, deviant = flat_defect_mask(flat, flat_min, flat_sigma, flat_min_deviation)
+        bpm[low] |= BAD_FLAT_LOW
+        bpm[deviant] |= BAD_FLAT_DEVIANT
+        bpm[~np.isfinite(flat)] |= BAD_NONFINITE
+    return bpm
