@@ -3,7 +3,9 @@
 ``python -m astrodart.cli demo`` (or ``astrodart demo``) lays the real HAT-P-27b sample
 night out under ``uncal_data/180423/``, fixes the two header problems of that night
 (the dome flats are labelled 'Light Frame'; the science frames have no OBJECT), sorts
-the night into ``reduced_data/180423/HAT-P-27/`` and runs the reduction stages.
+the night into ``reduced_data/180423/HAT-P-27/`` and runs the guided notebooks on it
+(executed copies and their figures land in ``reduced_data/notebooks/``). Without the real
+sample it reduces the simulated night instead, and says so.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "prepare_sample_night"]
+__all__ = ["main", "prepare_sample_night", "demo", "run_guides"]
 
 log = logging.getLogger("astrodart")
 
@@ -51,11 +53,66 @@ def prepare_sample_night(root) -> tuple[str, str]:
     return org.get_directory(), info.date
 
 
-def demo(root) -> int:
-    """Run the main job on the sample night under ``root``; return an exit code."""
+def run_guides(root, names=None) -> int:
+    """Execute the guided notebooks headless on the data tree under ``root``.
+
+    Parameters
+    ----------
+    root : str or pathlib.Path
+        Folder holding ``uncal_data/`` and ``reduced_data/``.
+    names : sequence of str, optional
+        Notebooks to run (default: all of :data:`astrodart.run_notebooks.NOTEBOOKS`, in order).
+
+    Returns
+    -------
+    int
+        0 when every notebook ran to the end, 1 otherwise (the failing cell is printed and
+        the executed copy is kept for reading).
+    """
+    from .run_notebooks import NOTEBOOKS, run_notebook
+
+    status = 0
+    for name in names or NOTEBOOKS:
+        try:
+            run = run_notebook(name, root)
+        except Exception as exc:  # report, keep going: the other notebooks are independent
+            print(f"notebook {name}: FAILED\n{exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"notebook {name}: ran in {run.seconds:.0f} s -> {run.executed} "
+              f"({len(run.figures)} figures in {run.executed.parent / (name + '_figures')})")
+    return status
+
+
+def demo(root, notebooks=True) -> int:
+    """Run the main job under ``root``; return an exit code.
+
+    With the real sample night available: lay it out, fix its headers, organise it and run
+    the guided notebooks on it. Without it (a fresh machine with no copy of the sample
+    data and no way to download it): reduce the simulated night end to end and compare
+    with its truth.
+    """
+    from .datasets import SampleDataNotFound
+
     t0 = time.time()
-    data_dir, _ = prepare_sample_night(root)
-    print(f"organised in {time.time() - t0:.1f} s: {data_dir}")
+    try:
+        data_dir, _ = prepare_sample_night(root)
+    except SampleDataNotFound as exc:
+        print(f"real sample night not available ({exc}); using the simulated night instead")
+        return demo_simulated(root)
+    print(f"using the REAL sample night (HAT-P-27b, 2018-04-23); organised in "
+          f"{time.time() - t0:.1f} s: {data_dir}")
+    if not notebooks:
+        return 0
+    return run_guides(root)
+
+
+def demo_simulated(root) -> int:
+    """Reduce the simulated night under ``root`` in plain Python and print truth vs measured."""
+    from . import pipeline
+
+    report = pipeline.simulated_night_report(root)
+    print(report)
     return 0
 
 
@@ -65,12 +122,20 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="reduce the real sample night (HAT-P-27b) end to end")
     p.add_argument("--root", default=".", help="project folder holding uncal_data/ and reduced_data/")
+    p.add_argument("--no-notebooks", action="store_true",
+                   help="only lay out and organise the night; do not run the guided notebooks")
     p.add_argument("-v", "--verbose", action="store_true")
+    q = sub.add_parser("notebooks", help="run guided notebooks headless on an existing data tree")
+    q.add_argument("names", nargs="*", help="notebooks to run (default: all, in order)")
+    q.add_argument("--root", default=".", help="project folder holding uncal_data/ and reduced_data/")
+    q.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
-        return demo(args.root)
+        return demo(args.root, notebooks=not args.no_notebooks)
+    if args.command == "notebooks":
+        return run_guides(args.root, args.names or None)
     return 2
 
 

@@ -227,3 +227,41 @@ class SyntheticCamera:
 def camera() -> SyntheticCamera:
     """A 256 x 256 synthetic camera (gain 2 e-/ADU, read noise 12 e-)."""
     return SyntheticCamera()
+
+
+# ---------------------------------------------------------------------------------------
+# guided notebooks: one data tree per test session, each notebook executed at most once
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def guide_root(tmp_path_factory, shared_data) -> Path:
+    """An empty project folder (``uncal_data/``, ``reduced_data/``) the notebooks fill."""
+    root = tmp_path_factory.mktemp("guides")
+    (root / "uncal_data").mkdir()
+    (root / "reduced_data").mkdir()
+    return root
+
+
+@pytest.fixture(scope="session")
+def run_guide(guide_root):
+    """``run_guide(name)`` executes a guided notebook headless (once per session).
+
+    The notebooks share one data tree, so a notebook run after another resumes from what
+    the first one reduced, exactly as a user starting a new kernel another day would.
+    Returns ``(NotebookRun, summary)`` where ``summary`` is the JSON record the notebook
+    writes as its last step (``reduced_data/notebooks/<name>_summary.json``).
+    """
+    import json
+
+    from astrodart.run_notebooks import run_notebook
+
+    done = {}
+
+    def run(name):
+        if name not in done:
+            r = run_notebook(name, guide_root)
+            summary_path = r.executed.parent / f"{name}_summary.json"
+            summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+            done[name] = (r, summary)
+        return done[name]
+
+    return run
