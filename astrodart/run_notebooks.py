@@ -136,8 +136,14 @@ def run_notebook(name: str, root, out_dir=None, timeout: int = 3600,
                             resources={"metadata": {"path": str(path.parent)}})
     t0 = time.time()
     run = NotebookRun(path.stem, out / path.name)
+    # the kernel must import the astrodart of this checkout (the one whose notebooks run),
+    # not whatever an earlier or stale installation put on its path
+    checkout = str(Path(__file__).resolve().parents[1])
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    pythonpath = os.pathsep.join([checkout] + inherited)
     try:
-        with _environ(ASTRODART_ROOT=root, ASTRODART_HEADLESS="1", MPLBACKEND="module://matplotlib_inline.backend_inline"):
+        with _environ(ASTRODART_ROOT=root, ASTRODART_HEADLESS="1", PYTHONPATH=pythonpath,
+                      MPLBACKEND="module://matplotlib_inline.backend_inline"):
             client.execute()
     finally:
         run.seconds = time.time() - t0

@@ -34,11 +34,15 @@ __all__ = [
     "gain_from_pairs",
     "PhotonTransferResult",
     "photon_transfer",
+    "PhotonTransferCurve",
+    "photon_transfer_curve",
     "DarkCurrentResult",
     "dark_current",
     "hot_pixel_mask",
     "flat_defect_mask",
     "bad_pixel_map",
+    "grid_levels",
+    "sky_flatness",
 ]
 
 #: Bits of a bad-pixel map (uint8): hot in the dark, low/dead in the flat, deviant
@@ -243,6 +247,145 @@ def photon_transfer(
 
 
 @dataclass
+class PhotonTransferCurve:
+    """Signal and pair variance in tiles of flat pairs: a photon-transfer curve.
+
+    A single flat level still gives a range of signals when the illumination is not
+    uniform (vignetting): each tile is one point of the curve.
+
+    Attributes
+    ----------
+    signal : numpy.ndarray
+        ``(ty, tx)`` median flat signal above bias per tile (ADU), averaged over the
+        pairs; row 0 at the bottom of the frame, like the image.
+    variance : numpy.ndarray
+        ``(ty, tx)`` noise variance of one flat per tile, ``var(F1 - F2) / 2`` (ADU^2),
+        averaged over the pairs; read noise included.
+    read_variance : float
+        Read-noise variance of one frame, ``var(B1 - B2) / 2`` (ADU^2), median over the
+        bias pairs.
+    gain : float
+        e-/ADU from the least-squares line ``variance - read_variance = signal / gain``
+        through the origin.
+    gain_error : float
+        Standard error of the gain from the scatter of the per-tile gains (e-/ADU).
+    tile_gains : numpy.ndarray
+        ``(ty, tx)`` per-tile gains ``signal / (variance - read_variance)`` (e-/ADU;
+        NaN where the variance does not exceed the read noise).
+    box : int
+        Tile size (px).
+    """
+
+    signal: np.ndarray
+    variance: np.ndarray
+    read_variance: float
+    gain: float
+    gain_error: float
+    tile_gains: np.ndarray
+    box: int
+
+    @property
+    def read_noise_adu(self) -> float:
+        """Read noise of one frame (ADU)."""
+        return float(np.sqrt(self.read_variance))
+
+    def model(self, signal, gain: float | None = None) -> np.ndarray:
+        """Expected variance (ADU^2) of one frame at ``signal`` (ADU) for ``gain``
+        (default: the fitted one): ``read_variance + signal / gain``."""
+        g = self.gain if gain is None else float(gain)
+        return self.read_variance + np.asarray(signal, np.float64) / g
+
+    def __str__(self) -> str:
+        return (
+            f"photon-transfer curve: {self.signal.size} tiles of {self.box} px, signal "
+            f"{self.signal.min():.0f}-{self.signal.max():.0f} ADU, gain {self.gain:.3f} "
+            f"+/- {self.gain_error:.3f} e-/ADU, read noise {self.read_noise_adu:.3f} ADU"
+        )
+
+
+def photon_transfer_curve(
+    biases: Sequence[np.ndarray], flats: Sequence[np.ndarray], box: int = 64
+) -> PhotonTransferCurve:
+    """Photon-transfer curve from flat pairs measured in ``box`` x ``box`` tiles.
+
+    Consecutive flats (and biases) are paired as in :func:`photon_transfer`. In each
+    tile the signal is ``median(F1) - median(B1)`` and the variance of one flat is
+    ``var(F1 - F2') / 2`` (clipped, :func:`clipped_std`), where ``F2'`` is ``F2``
+    brought to ``F1``'s overall level (a lamp change between the two exposures would
+    otherwise leave the flat-field pattern in the difference). Per tile, shot noise
+    gives ``variance = read_variance + signal / gain``.
+
+    Parameters
+    ----------
+    biases : sequence of numpy.ndarray
+        At least two raw bias frames ``(ny, nx)`` in ADU.
+    flats : sequence of numpy.ndarray
+        At least two raw flats ``(ny, nx)`` in ADU, same exposure, unsaturated.
+    box : int
+        Tile size (px); edge rows/columns that do not fill a tile are left out.
+
+    Returns
+    -------
+    PhotonTransferCurve
+
+    Raises
+    ------
+    CalibrationError
+        Fewer than two frames of a kind, a box larger than the frame, or flats not
+        brighter than the biases.
+    """
+    if len(biases) < 2 or len(flats) < 2:
+        raise CalibrationError("a photon-transfer curve needs at least two biases and two flats")
+    ny, nx = np.shape(flats[0])
+    box = int(box)
+    if box < 4 or box > min(ny, nx):
+        raise CalibrationError(
+            f"box={box} px does not fit a {nx}x{ny} frame (4 <= box <= {min(ny, nx)})"
+        )
+    ty, tx = ny // box, nx // box
+    rows = [slice(i * box, (i + 1) * box) for i in range(ty)]
+    cols = [slice(j * box, (j + 1) * box) for j in range(tx)]
+    centre = central_region((ny, nx))
+
+    read_var = [
+        clipped_std(np.asarray(biases[i], np.float64) - np.asarray(biases[i + 1], np.float64)) ** 2
+        / 2
+        for i in range(0, len(biases) - 1, 2)
+    ]
+    read_variance = float(np.median(read_var))
+    signals, variances = [], []
+    for j, i in enumerate(range(0, len(flats) - 1, 2)):
+        k = (2 * j) % (len(biases) - 1)
+        f1, f2 = np.asarray(flats[i], np.float64), np.asarray(flats[i + 1], np.float64)
+        b1, b2 = np.asarray(biases[k], np.float64), np.asarray(biases[k + 1], np.float64)
+        s1 = np.median(f1[centre]) - np.median(b1[centre])
+        s2 = np.median(f2[centre]) - np.median(b2[centre])
+        if s1 <= 0 or s2 <= 0:
+            raise CalibrationError(
+                "flats are not brighter than the biases: photon transfer needs exposed flats"
+            )
+        diff = f1 - ((f2 - b2) * (s1 / s2) + b1)  # bias pattern and flat pattern cancel
+        sig = np.empty((ty, tx))
+        var = np.empty((ty, tx))
+        for a, r in enumerate(rows):
+            for b, c in enumerate(cols):
+                sig[a, b] = np.median(f1[r, c]) - np.median(b1[r, c])
+                var[a, b] = clipped_std(diff[r, c]) ** 2 / 2
+        signals.append(sig)
+        variances.append(var)
+    signal = np.mean(signals, axis=0)
+    variance = np.mean(variances, axis=0)
+    shot = variance - read_variance
+    gain = float(np.sum(signal * signal) / np.sum(signal * shot))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tile_gains = np.where(shot > 0, signal / shot, np.nan)
+    good = np.isfinite(tile_gains)
+    n_good = int(good.sum())
+    gerr = float(np.std(tile_gains[good], ddof=1) / np.sqrt(n_good)) if n_good > 1 else np.nan
+    return PhotonTransferCurve(signal, variance, read_variance, gain, gerr, tile_gains, box)
+
+
+@dataclass
 class DarkCurrentResult:
     """Dark current statistics of a bias-subtracted master dark.
 
@@ -444,3 +587,66 @@ def bad_pixel_map(
         bpm[deviant] |= BAD_FLAT_DEVIANT
         bpm[~np.isfinite(flat)] |= BAD_NONFINITE
     return bpm
+
+
+def grid_levels(image: np.ndarray, grid: int = 8, nsigma: float = 3.0) -> np.ndarray:
+    """Sky level in each cell of a ``grid`` x ``grid`` division of a frame.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(ny, nx)`` frame (bias removed, so that its level is the sky).
+    grid : int
+        Cells per axis; edge rows/columns that do not fill a cell are left out.
+    nsigma : float
+        Sigma-clipping threshold (median/MAD, iterated): stars, cosmic rays and hot
+        pixels do not move a cell's level.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(grid, grid)`` sigma-clipped medians, row 0 at the bottom of the frame.
+    """
+    from astropy.stats import sigma_clipped_stats
+
+    a = np.asarray(image, np.float64)
+    ny, nx = a.shape
+    cy, cx = ny // grid, nx // grid
+    out = np.empty((grid, grid))
+    for i in range(grid):
+        for j in range(grid):
+            cell = a[i * cy : (i + 1) * cy, j * cx : (j + 1) * cx]
+            out[i, j] = sigma_clipped_stats(
+                cell, sigma=nsigma, maxiters=5, cenfunc="median", stdfunc="mad_std"
+            )[1]
+    return out
+
+
+def sky_flatness(image: np.ndarray, grid: int = 8, nsigma: float = 3.0) -> float:
+    """Large-scale non-uniformity of a frame: ``std / mean`` of its :func:`grid_levels`.
+
+    A well flat-fielded sky frame is flat to a fraction of a per cent; vignetting and dust
+    donuts of an uncorrected frame make it a few per cent.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(ny, nx)`` frame, bias removed.
+    grid, nsigma
+        As :func:`grid_levels`.
+
+    Returns
+    -------
+    float
+        Relative RMS of the cell levels (fraction: 0.01 = 1 %).
+
+    Raises
+    ------
+    CalibrationError
+        The mean level is not positive (a frame still holding no signal, or over-subtracted).
+    """
+    levels = grid_levels(image, grid, nsigma)
+    mean = float(np.mean(levels))
+    if not np.isfinite(mean) or mean <= 0:
+        raise CalibrationError(f"sky_flatness: mean level {mean:.4g} is not positive")
+    return float(np.std(levels) / mean)
