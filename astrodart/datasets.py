@@ -20,7 +20,8 @@ camera would have taken it — bias frames, darks at two exposure times, dome fl
 dithered science frames in B, V and R — to ``dest/uncal_data/YYMMDD/``, and everything
 that went into it to ``dest/truth.json``: the true WCS of every frame (which is *not* in
 the frame headers), seeing, sky, transparency, the bias, dark and flat-field models, the
-stars with their fluxes, and a transit injected into one star's light curve. The stars
+stars with their fluxes, and a transit injected into one star's light curve; the camera's
+per-pixel bias, dark current and flat responses go to ``dest/truth_maps.fits``. The stars
 are real: Tycho-2 positions and VT magnitudes shipped in ``astrodart/data/`` (see
 :func:`load_catalogue` and ``astrodart/data/README.md``). The pixel-level physics lives
 in :mod:`astrodart.core.simulate`.
@@ -65,6 +66,7 @@ __all__ = [
     "SampleNight",
     "SimulatedNight",
     "Site",
+    "TRUTH_MAPS",
     "build_field_catalogue",
     "find_sample_dir",
     "frame_truth_stars",
@@ -211,6 +213,10 @@ def sample_night(name: str, dest) -> Path:
 # =======================================================================================
 #: The shipped catalogue: real Tycho-2 stars around M67 (see astrodart/data/README.md).
 CATALOGUE_PATH = Path(__file__).resolve().parent / "data" / "m67_tycho2.ecsv"
+
+#: File beside ``truth.json`` holding the per-pixel truth of a simulated night's camera
+#: (extensions BIAS in ADU, DARK in e-/s, FLAT_<filter> with mean 1).
+TRUTH_MAPS = "truth_maps.fits"
 
 #: Centre of M67 (ICRS, degrees) used for the shipped catalogue and the simulated pointing.
 M67_CENTRE = (132.825, 11.8)
@@ -928,7 +934,9 @@ def simulate_night(dest, seed: int = 0, *, shape: tuple[int, int] = (512, 512),
     """Write a realistic raw night of M67 with known truth.
 
     Frames go to ``dest/uncal_data/YYMMDD/`` (``YYMMDD`` from ``date``, the local date at
-    dusk), the truth to ``dest/truth.json``. The night: ``n_bias`` bias frames; ``n_dark``
+    dusk), the truth to ``dest/truth.json`` and the camera's per-pixel bias, dark current
+    and flat responses to ``dest/truth_maps.fits`` (:data:`TRUTH_MAPS`). The night:
+    ``n_bias`` bias frames; ``n_dark``
     darks at each of ``dark_exptimes``; ``n_flat`` dome flats per filter; science frames of
     the real star field around M67 (:func:`load_catalogue`, plus ``faint_stars`` synthetic
     stars fainter than V = 11.5 flagged ``real: false`` in the truth), half of each other
@@ -1063,6 +1071,8 @@ def simulate_night(dest, seed: int = 0, *, shape: tuple[int, int] = (512, 512),
     with ThreadPoolExecutor(max_workers=workers or min(os.cpu_count() or 1, 4)) as pool:
         done = list(pool.map(make, specs))
     truth = _truth(night, done, seed, date, night_dir, series_filter, params)
+    _write_atomic(root / TRUTH_MAPS, _truth_maps_bytes(night, sorted(n for n, k in
+                                                                     n_science.items() if k)))
     _write_atomic(truth_path, (json.dumps(truth, indent=1, sort_keys=True) + "\n").encode())
     files: dict[str, list[Path]] = {"bias": [], "dark": [], "flat": [], "object": []}
     for spec, _ in done:
@@ -1197,7 +1207,21 @@ def _truth(night: _Night, done, seed, date, night_dir: Path, series_filter, para
                   "source": "real: Tycho-2 via astrodart/data/m67_tycho2.ecsv; SYN-*: synthetic"},
         "transit": transit,
         "frames": frames,
+        "maps": {"file": TRUTH_MAPS,
+                 "BIAS": "bias structure (ADU, float32) without the per-frame bias_offset_adu",
+                 "DARK": "dark current (e-/s per pixel, float32), hot pixels and glow included",
+                 "FLAT_<filter>": "flat-field response (float32, mean 1) of each filter"},
     }
+
+
+def _truth_maps_bytes(night: _Night, filters: Sequence[str]) -> bytes:
+    """The camera's per-pixel truth (bias, dark current, flat responses) as a FITS file."""
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(night.bias.astype(np.float32), name="BIAS"),
+            fits.ImageHDU(night.dark.astype(np.float32), name="DARK")]
+    hdus += [fits.ImageHDU(night.flat[f].astype(np.float32), name=f"FLAT_{f}") for f in filters]
+    buf = io.BytesIO()
+    fits.HDUList(hdus).writeto(buf, output_verify="exception")
+    return buf.getvalue()
 
 
 # =======================================================================================
