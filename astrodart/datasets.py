@@ -54,7 +54,7 @@ from astropy.time import Time, TimeDelta
 from astropy.wcs import WCS
 
 from .core import simulate as sim
-from .frames import atomic_path, find_fits
+from .frames import atomic_output, find_fits
 
 __all__ = [
     "CATALOGUE_PATH",
@@ -651,13 +651,8 @@ def _fits_bytes(data: np.ndarray, header: fits.Header, compress: bool) -> bytes:
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
-    tmp = atomic_path(path)
-    try:
+    with atomic_output(path) as tmp:
         tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _plain(d: dict) -> dict:

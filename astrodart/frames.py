@@ -16,6 +16,7 @@ import os
 import re
 import uuid
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
@@ -34,6 +35,7 @@ __all__ = [
     "read_frame",
     "write_frame",
     "write_hdulist",
+    "atomic_output",
     "atomic_path",
     "remove_stale_temporaries",
     "strip_fits_suffix",
@@ -224,6 +226,44 @@ def atomic_path(path) -> Path:
     (so astropy still gzips a ``.gz`` name)."""
     path = Path(path)
     return path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
+
+
+@contextmanager
+def atomic_output(path, overwrite: bool = True):
+    """Write a file atomically: yield a temporary path beside ``path``, then rename it.
+
+    Whatever is written to the yielded path replaces ``path`` in one ``os.replace`` once the
+    ``with`` block ends without an error (after an ``fsync``), so a reader never sees half a
+    file and an interrupted run leaves the old file intact; on an error the temporary file
+    is removed. Folders are created.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Final destination.
+    overwrite : bool
+        If False and ``path`` exists, raise before anything is written.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary path to write to (same folder and suffix as ``path``).
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: exists; pass overwrite='yes' to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        yield tmp
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _commit(tmp: Path, path: Path) -> None:

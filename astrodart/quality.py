@@ -44,7 +44,7 @@ from .core.sources import (
     saturation_level,
     sky_stats,
 )
-from .frames import atomic_path, read_frame
+from .frames import atomic_output, read_frame
 from .headers import FrameHeader, HeaderValueError, MissingKeywordError
 from .steps import make_executor
 
@@ -362,14 +362,8 @@ def save_quality_table(table: Table, path: str | os.PathLike) -> Path:
     pathlib.Path
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
+    with atomic_output(path) as tmp:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

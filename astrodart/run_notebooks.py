@@ -85,9 +85,10 @@ def _environ(**values):
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from .frames import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def run_notebook(name: str, root, out_dir=None, timeout: int = 3600,

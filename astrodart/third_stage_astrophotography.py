@@ -58,7 +58,7 @@ from .core.color import (
     to_uint8,
     to_uint16,
 )
-from .frames import FrameError, atomic_path, read_frame, read_header, strip_fits_suffix
+from .frames import FrameError, atomic_output, read_frame, read_header, strip_fits_suffix
 from .steps import Step, StepReport, check_kwargs, find_log_path, log_event, parse_overwrite
 
 __all__ = [
@@ -825,13 +825,8 @@ class rgb_image:  # noqa: N801  (AstroDART's public name)
         from PIL import Image
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = atomic_path(path)
-        try:
+        with atomic_output(path) as tmp:
             Image.fromarray(to_uint8(self.rgb), mode="RGB").save(tmp, format="PNG")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     def save_tiff(self, path) -> Path:
@@ -849,16 +844,11 @@ class rgb_image:  # noqa: N801  (AstroDART's public name)
         import tifffile
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"software": "astrodart rgb_image", "stretch": self.stretch,
                 "factors": [float(f) for f in (self._factors if self._factors is not None else [])]}
-        tmp = atomic_path(path)
-        try:
+        with atomic_output(path) as tmp:
             tifffile.imwrite(tmp, to_uint16(self.rgb), photometric="rgb",
                              description=json.dumps(meta))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
 
@@ -999,13 +989,8 @@ class save_to_tiff:  # noqa: N801  (AstroDART's public name)
                     "unit": ccd.unit.to_string() if ccd.unit is not None else "",
                     "mapping": "value = low + (high - low) * pixel / 65535",
                     "orientation": "first row is the highest FITS row"}
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = atomic_path(out)
-            try:
+            with atomic_output(out) as tmp:
                 tifffile.imwrite(tmp, img, photometric="minisblack", description=json.dumps(meta))
-                os.replace(tmp, out)
-            finally:
-                tmp.unlink(missing_ok=True)
             log.info("save_to_tiff: %s -> %s (low %.4g, high %.4g)", src.name, out, low, high)
             outputs.append(str(out))
         if outputs:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,7 +59,7 @@ from . import __version__
 from .core import photometry as cph
 from .core import timing
 from .core.photometry import EnsembleResult, PhotFlag, TransitFit
-from .frames import FrameError, atomic_path, read_frame
+from .frames import FrameError, atomic_output, read_frame
 from .headers import FrameHeader
 from .lightcurve_plot import _figure as _new_figure
 from .lightcurve_plot import plot_light_curve
@@ -1507,17 +1506,10 @@ def write_results_hdf5(results: dict, path, overwrite: bool = True) -> Path:
     import h5py
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists; pass overwrite='yes' to replace it")
-    tmp = atomic_path(path)
-    try:
+    with atomic_output(path, overwrite) as tmp:
         with h5py.File(tmp, "w") as h5:
             h5.attrs["astrodart_version"] = __version__
             _h5_write(h5, results)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -1581,13 +1573,6 @@ def results_table(results: dict, filter_name: str) -> Table:
 
 
 def _write_ecsv(table: Table, path: Path, overwrite: bool) -> Path:
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists; pass overwrite='yes' to replace it")
-    tmp = atomic_path(path)
-    try:
+    with atomic_output(path, overwrite) as tmp:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
