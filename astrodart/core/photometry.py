@@ -1417,11 +1417,17 @@ def fit_transit(
     if t.size < npar + 3:
         raise ValueError(f"{t.size} usable points are too few to fit {npar} parameters")
     t_ref = float(0.5 * (t.min() + t.max()))
+    # fit in times relative to t_ref: least_squares' finite-difference step is relative to
+    # each parameter (~1.5e-8 |p|), i.e. ~50 min for a t0 in absolute JD, which wrecks the
+    # Jacobian (the optimisation of t0 and every error derived from it)
+    t = t - t_ref
+    if t0 is not None:
+        t0 = float(t0) - t_ref
     span = float(t.max() - t.min())
     cadence = float(np.median(np.diff(t))) if t.size > 1 else span
 
     def baseline(p_b):
-        tau = t - t_ref
+        tau = t
         b = np.polyval(p_b[: baseline_degree + 1][::-1], tau)
         if am is not None:
             b = b + p_b[-1] * (am - am_mean)
@@ -1498,7 +1504,7 @@ def fit_transit(
     oot = np.abs(t - p[0]) > 0.5 * t14
     oot_rms = float(np.std(res[oot], ddof=1)) if oot.sum() > 2 else float("nan")
     return TransitFit(
-        t0=float(p[0]),
+        t0=float(p[0]) + t_ref,
         t0_err=float(perr[0]),
         depth=float(p[1]),
         depth_err=float(perr[1]),
