@@ -265,3 +265,19 @@ def run_guide(guide_root):
         return done[name]
 
     return run
+
+
+def assert_notebook_ran_cleanly(run, min_figures: int, min_png_bytes: int = 20_000):
+    """Return the executed notebook after checking it has no error output and at least
+    ``min_figures`` real PNG figures, none of them blank (a blank figure is ~5 kB)."""
+    import nbformat
+
+    nb = nbformat.read(run.executed, as_version=4)
+    errors = [(i, o.get("ename"), o.get("evalue")) for i, cell in enumerate(nb.cells)
+              for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    assert errors == []
+    assert len(run.figures) >= min_figures
+    for png in run.figures:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert png.stat().st_size > min_png_bytes, png
+    return nb
