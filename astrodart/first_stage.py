@@ -220,6 +220,10 @@ class _CalibrationStep(Step):
         """:meth:`apply`, then repair and report any non-finite pixel it produced."""
         return _sanitise(self.apply(ccd, path), path)
 
+    def summary(self, ccd: CCDData) -> dict:
+        """The count of repaired non-finite pixels (``ADNNONF``), sent back with the path."""
+        return {KW_NONFINITE: int(ccd.meta.get(KW_NONFINITE, 0) or 0)}
+
     def run(self) -> list[str]:
         """Process every input; return the output paths in input order.
 
@@ -241,10 +245,7 @@ class _CalibrationStep(Step):
             first, why = next(iter(report.failed.items()))
             raise CalibrationError(f"{self.name}: every frame failed; {first}: {why}")
         for out in report.written if report else []:
-            try:
-                nbad = read_header(out).get(KW_NONFINITE, 0)
-            except Exception:  # pragma: no cover - a just-written file is readable
-                continue
+            nbad = report.summaries.get(out, {}).get(KW_NONFINITE, 0)
             if nbad:
                 warnings.warn(
                     f"{self.name}: {out}: {nbad} non-finite pixels were interpolated and "
@@ -1567,9 +1568,9 @@ class master_frame:  # noqa: N801
                 data = data / np.float32(lvl)
                 var = None if var is None else var / np.float32(lvl * lvl)
                 levels.append(lvl)
-            if rows is not None:
-                data = data[rows]
-                var = None if var is None else var[rows]
+            if rows is not None:  # copies, so that the whole frame is freed now
+                data = np.array(data[rows])
+                var = None if var is None else np.array(var[rows])
             frames.append(data)
             variances.append(var)
         cube = np.stack(frames)
@@ -1602,9 +1603,11 @@ class master_frame:  # noqa: N801
         data = np.empty((ny, nx), np.float32)
         error = np.empty((ny, nx), np.float32)
         used = np.empty((ny, nx), np.int16)
-        rejected, last = [], None
+        rejected, unit = [], None
         for band in bands:
+            cube = vcube = res = None  # free the previous band before reading the next
             cube, vcube, levels, last = self._read_stack(band, normalise)
+            unit, last = last.unit, None  # keep the unit, not a whole frame
             common = self._common_variance(headers, band, levels) if vcube is not None else None
             res = cal.combine_stack(
                 cube,
@@ -1623,6 +1626,7 @@ class master_frame:  # noqa: N801
             data[sl], error[sl], used[sl] = res.data, res.error, res.n_used
             rejected.append(res.rejected_fraction)
             settings = dict(res.settings, normalised=normalise)
+        cube = vcube = res = None
         header = headers[0].copy()
         for key in (
             "ADNCRPIX",
@@ -1650,7 +1654,7 @@ class master_frame:  # noqa: N801
         empty = used == 0
         ccd = CCDData(
             data,
-            unit=last.unit if ftype != "flat" else u.dimensionless_unscaled,
+            unit=unit if ftype != "flat" else u.dimensionless_unscaled,
             meta=header,
             uncertainty=StdDevUncertainty(error),
             mask=empty if empty.any() else None,

@@ -6,14 +6,22 @@ subclass of :class:`Step` that implements only :meth:`Step.process` (one
 
 * inputs = list of paths, outputs = list of paths, named with the AstroDART prefix
   (``trimmed_``, ``gain_corrected_`` ...) in the working directory;
-* resume: an output that exists is complete (writes are atomic) and is reused unless
-  ``overwrite``; temporaries left by a killed run are removed;
+* resume: an output that exists and is a complete FITS file is reused unless
+  ``overwrite`` (writes are atomic: temporary file, then rename); temporaries left by a
+  killed run are removed;
 * a parallel map over frames through any :class:`concurrent.futures.Executor`
   (default: a process pool sized to the cores; a ``dask.distributed.Client`` fits the
   same slot because it has ``submit``);
 * per-frame error capture: one bad frame is reported (warning + log) and skipped;
 * provenance header keywords (step, package version, parameters, masters used);
 * a JSON-lines run log in the target's reduction directory.
+
+Speed: each frame is read once and written once per step, by the worker that processes
+it; only paths and a small summary travel back to the caller. Outputs are not forced to
+disk one by one (``fsync``): a per-frame ``fsync`` made the workers wait for the disk
+(several seconds per night on a shared disk) and protects only against a power loss,
+which the resume check below covers (a truncated output is redone, not reused). Set
+:attr:`Step.fsync_outputs` to force each output to disk.
 
 Why our own engine and not a workflow library: the step semantics users know from
 AstroDART (prefix naming, ``overwrite='yes'``, returning output lists) plus resume and
@@ -34,6 +42,7 @@ from typing import Any, Iterable, Sequence
 
 from astropy.io import fits
 from astropy.nddata import CCDData
+from astropy.utils.exceptions import AstropyUserWarning
 
 from . import __version__
 from .frames import read_frame, remove_stale_temporaries, strip_fits_suffix, write_frame
@@ -48,6 +57,7 @@ __all__ = [
     "log_event",
     "LOG_NAME",
     "known_prefixes",
+    "is_complete_fits",
 ]
 
 log = logging.getLogger("astrodart")
@@ -102,7 +112,9 @@ def make_executor(executor=None, workers: int | None = None):
         ``None`` or ``'process'``: a process pool of ``workers`` (default: the number of
         cores); ``'thread'``: a thread pool; ``'serial'`` or ``1``: run in this process;
         an int: a process pool of that size; any object with ``submit`` (a
-        ``concurrent.futures.Executor`` or a ``dask.distributed.Client``) is used as is.
+        ``concurrent.futures.Executor``, a ``dask.distributed.Client`` or its
+        ``client.get_executor()``) is used as is. Dask tasks are submitted with
+        ``pure=False`` (a re-run is always computed again).
     workers : int, optional
         Pool size for the string forms.
 
@@ -161,6 +173,8 @@ class StepReport:
     written: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    #: per written output, what :meth:`Step.summary` returned for it (e.g. counts)
+    summaries: dict[str, dict] = field(default_factory=dict)
 
     @property
     def outputs(self) -> list[str]:
@@ -176,16 +190,40 @@ class StepReport:
 
 
 def _run_one(step: "Step", in_path: str, out_path: str):
-    """Worker body (module level so process pools can pickle it)."""
+    """Worker body (module level so process pools and dask can pickle it).
+
+    Returns ``(in_path, out_path or None, error or None, summary dict)``; only these
+    small values travel back to the caller, never pixels.
+    """
     try:
         ccd = step.read(in_path)
         result = step.process(ccd, in_path)
         step.stamp(result, in_path)
-        write_frame(result, out_path, overwrite=True)
-        return in_path, out_path, None
+        write_frame(result, out_path, overwrite=True, fsync=step.fsync_outputs)
+        return in_path, out_path, None, step.summary(result)
     except Exception as exc:  # one bad frame must never kill the batch
         log.debug("step %s failed on %s\n%s", step.name, in_path, traceback.format_exc())
-        return in_path, None, f"{type(exc).__name__}: {exc}"
+        return in_path, None, f"{type(exc).__name__}: {exc}", {}
+
+
+def is_complete_fits(path) -> bool:
+    """True if ``path`` is a readable FITS file whose every HDU is whole (not truncated,
+    e.g. by a power loss before the data reached the disk)."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+                ok = len(hdul) > 0
+    except Exception:
+        return False
+    return ok and not any(
+        issubclass(w.category, AstropyUserWarning) and "truncated" in str(w.message)
+        for w in caught
+    )
+
+
+def _is_dask_client(executor) -> bool:
+    return type(executor).__module__.split(".")[0] == "distributed"
 
 
 class Step:
@@ -225,6 +263,10 @@ class Step:
             _PREFIXES.add(cls.prefix)
     #: Output file suffix (inputs may be gzipped; outputs are written plain for speed).
     suffix = ".fits"
+    #: Force every output to disk (``fsync``) before its atomic rename. Off by default:
+    #: a killed run never leaves a partial output either way, and an output truncated by
+    #: a power loss is detected and redone by the resume check.
+    fsync_outputs = False
 
     def __init__(self, wdir, files: Sequence, overwrite=False, *, executor=None,
                  workers: int | None = None, progress: bool = True, log_path=None):
@@ -262,6 +304,11 @@ class Step:
         """Apply the step to one frame; must return a new ``CCDData``."""
         raise NotImplementedError
 
+    def summary(self, ccd: CCDData) -> dict:
+        """Small facts about one output sent back to the caller with its path (override;
+        e.g. a count from the header), so the caller need not re-read the file."""
+        return {}
+
     def output_name(self, in_path: str) -> str:
         """Output file name for an input: prefix + input name without FITS/gz suffix + suffix."""
         return self.prefix + strip_fits_suffix(Path(in_path).name) + self.suffix
@@ -297,14 +344,17 @@ class Step:
         report = StepReport(self.name)
         todo = []
         for f, o in outs.items():
-            if o.exists() and not self.overwrite:
+            if o.exists() and not self.overwrite and is_complete_fits(o):
                 report.reused.append(str(o))
             else:
+                if o.exists() and not self.overwrite:
+                    log.warning("%s: %s is incomplete (truncated); redoing it", self.name, o)
                 todo.append(f)
         results = self._map(todo, outs)
-        for in_path, out_path, err in results:
+        for in_path, out_path, err, summary in results:
             if err is None:
                 report.written.append(str(out_path))
+                report.summaries[str(out_path)] = summary
             else:
                 report.failed[in_path] = err
                 warnings.warn(f"{self.name}: skipped {in_path}: {err}", FrameSkippedWarning,
@@ -333,13 +383,15 @@ class Step:
                     results.append(_run_one(self, f, str(outs[f])))
                     bar.update()
             else:
-                futures = [executor.submit(_run_one, self, f, str(outs[f])) for f in todo]
-                for fut in futures:
+                # dask: pure=False, so that re-running a step is never served from the
+                # cluster's memory of an earlier identical call
+                extra = {"pure": False} if _is_dask_client(executor) else {}
+                futures = [executor.submit(_run_one, self, f, str(outs[f]), **extra) for f in todo]
+                for f, fut in zip(todo, futures):
                     try:
-                        results.append(fut.result())
+                        results.append(tuple(fut.result()))
                     except Exception as exc:  # worker crash (e.g. killed process)
-                        f = todo[futures.index(fut)]
-                        results.append((f, None, f"{type(exc).__name__}: {exc}"))
+                        results.append((f, None, f"{type(exc).__name__}: {exc}", {}))
                     bar.update()
         finally:
             bar.close()

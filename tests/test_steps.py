@@ -131,3 +131,19 @@ def test_sigkill_midrun_then_rerun_is_byte_identical(tmp_path):
     SmoothStep(wdir, files, executor="serial", progress=False).run()
     assert _bytes(wdir) == _bytes(tmp_path / "reference")
     assert not [p for p in wdir.iterdir() if p.name.startswith(".astrodart-tmp")]
+
+
+def test_truncated_output_is_redone_not_reused(tmp_path):
+    """Outputs are not fsync'ed one by one: an output cut short (a power loss before the
+    data reached the disk) must be detected on resume and redone, not reused."""
+    files = _science(2)
+    first = SmoothStep(tmp_path, files, progress=False, executor="serial").run()
+    good = Path(first[0]).read_bytes()
+    Path(first[0]).write_bytes(good[: len(good) // 2])  # the data cut in half
+    step = SmoothStep(tmp_path, files, progress=False, executor="serial")
+    again = step.run()
+    assert again == first
+    assert step.report.written == [first[0]] and step.report.reused == [first[1]]
+    np.testing.assert_array_equal(
+        fits.getdata(first[0]), ndimage.median_filter(read_frame(files[0]).data, size=3)
+    )
