@@ -30,7 +30,6 @@ the units of the reduction.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
 import math
 import os
@@ -388,6 +387,7 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
         Unknown filter, or no usable comparison stars.
     """
     from .first_stage import finalize_stage1
+    from .steps import process_pool
     from .headers import FrameHeader
     from .quality import quality_table, save_quality_table
     from .second_stage import get_fwhm
@@ -399,8 +399,7 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
     root = Path(root)
     result = NightResult(root, str(date), str(target), Path())
     clock = _Clock(result.timings)
-    pool = cf.ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) \
-        if executor is None else executor
+    pool = process_pool(workers or os.cpu_count() or 1) if executor is None else executor
     engine = {"executor": pool, "progress": progress}
     try:
         with clock("organise"):

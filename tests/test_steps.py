@@ -147,3 +147,26 @@ def test_truncated_output_is_redone_not_reused(tmp_path):
     np.testing.assert_array_equal(
         fits.getdata(first[0]), ndimage.median_filter(read_frame(files[0]).data, size=3)
     )
+
+
+def _library_threads():
+    from threadpoolctl import threadpool_info
+
+    return [(i["internal_api"], i["num_threads"]) for i in threadpool_info()]
+
+
+def test_pool_workers_run_one_library_thread_each():
+    # 2 workers x (BLAS + OpenMP threads per core) oversubscribe the cores: the engine's
+    # pool limits every worker to one library thread (benchmarks/scaling.py: 1.35x -> 1.8x)
+    import astroscrappy.utils  # noqa: F401  (loads the OpenMP runtime in this process)
+    import numpy  # noqa: F401
+
+    from astrodart.steps import make_executor
+
+    pool, owned = make_executor(None, workers=2)
+    try:
+        infos = pool.submit(_library_threads).result()
+    finally:
+        pool.shutdown()
+    assert owned and infos, "no BLAS/OpenMP library seen in the worker"
+    assert all(n == 1 for _, n in infos), infos
