@@ -236,7 +236,7 @@ def atomic_path(path) -> Path:
 
 
 @contextmanager
-def atomic_output(path, overwrite: bool = True):
+def atomic_output(path, overwrite: bool = True, fsync: bool = True):
     """Write a file atomically: yield a temporary path beside ``path``, then rename it.
 
     Whatever is written to the yielded path replaces ``path`` in one ``os.replace`` once the
@@ -250,6 +250,9 @@ def atomic_output(path, overwrite: bool = True):
         Final destination.
     overwrite : bool
         If False and ``path`` exists, raise before anything is written.
+    fsync : bool
+        Force the data to disk before the rename (without it the write is still atomic
+        for readers and for a killed process, but not across a power loss).
 
     Yields
     ------
@@ -268,7 +271,7 @@ def atomic_output(path, overwrite: bool = True):
     tmp = atomic_path(path)
     try:
         yield tmp
-        _commit(tmp, path)
+        _commit(tmp, path, fsync)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -293,16 +296,8 @@ def write_hdulist(hdul: fits.HDUList, path, overwrite: bool = False, fsync: bool
         ``path`` exists and ``overwrite`` is False.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
+    with atomic_output(path, overwrite, fsync) as tmp:
         hdul.writeto(tmp, output_verify="silentfix")
-        _commit(tmp, path, fsync)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
