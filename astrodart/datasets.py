@@ -67,6 +67,8 @@ __all__ = [
     "SimulatedNight",
     "Site",
     "TRUTH_MAPS",
+    "download_sample",
+    "sample_cache_dir",
     "build_field_catalogue",
     "find_sample_dir",
     "frame_truth_stars",
@@ -141,6 +143,102 @@ def _candidates() -> list[Path]:
     return out + _default_search_dirs()
 
 
+#: Pinned public sources of the real samples (raw URLs and sha256 of every file).
+SAMPLE_SOURCES_PATH = Path(__file__).resolve().parent / "data" / "sample_sources.json"
+
+
+def _sample_sources() -> dict:
+    return json.loads(SAMPLE_SOURCES_PATH.read_text())
+
+
+def sample_cache_dir(name: str) -> Path:
+    """Folder where :func:`download_sample` keeps a downloaded sample night.
+
+    ``$ASTRODART_CACHE/samples/<folder>`` if ``ASTRODART_CACHE`` is set, else
+    ``~/.cache/astrodart/samples/<folder>``.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`SAMPLES`.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    root = os.environ.get("ASTRODART_CACHE") or Path.home() / ".cache" / "astrodart"
+    return Path(root) / "samples" / SAMPLES[name].folder
+
+
+def download_sample(name: str, cache=None, *, base_url: str | None = None,
+                    timeout: float = 30.0, progress: bool = True) -> Path:
+    """Download a real sample night from its original public source, verified by sha256.
+
+    Every file of the night is fetched from the pinned URL in
+    ``astrodart/data/sample_sources.json`` (a fixed commit of the public repository that
+    published it), checked against its pinned sha256 and kept in ``cache``; files already
+    there with the right hash are not fetched again. Downloading and hashing are done by
+    pooch.
+
+    Parameters
+    ----------
+    name : str
+        A sample with a pinned source (``'hatp27b'``, ``'hatp32'``).
+    cache : str or pathlib.Path, optional
+        Destination folder (default :func:`sample_cache_dir`).
+    base_url : str, optional
+        Another place serving the same files (a mirror); the hashes still apply.
+    timeout : float
+        Seconds to wait for the server on each file.
+    progress : bool
+        Show a progress bar over the files.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder holding the night.
+
+    Raises
+    ------
+    SampleDataNotFound
+        No pinned source for ``name``, or a file could not be fetched (the message says
+        which and why).
+    ValueError
+        A fetched file does not match its pinned sha256 (raised by pooch; the file is
+        not kept).
+    """
+    import pooch
+    import requests
+    from tqdm.auto import tqdm
+
+    if name not in SAMPLES:
+        raise KeyError(f"unknown sample {name!r}; known: {', '.join(SAMPLES)}")
+    sources = _sample_sources()
+    if name not in sources:
+        raise SampleDataNotFound(f"sample night {name!r} has no pinned public source to "
+                                 "download from; set ASTRODART_SAMPLE_DATA to a copy of it")
+    src = sources[name]
+    url = base_url or src["base_url"]
+    url = url if url.endswith("/") else url + "/"
+    dest = Path(cache) if cache is not None else sample_cache_dir(name)
+    dest.mkdir(parents=True, exist_ok=True)
+    downloader = pooch.HTTPDownloader(timeout=timeout, progressbar=False)
+    files = sorted(src["files"].items())
+    for fname, sha in tqdm(files, desc=f"download {name}", disable=not progress, unit="file"):
+        try:
+            pooch.retrieve(url + fname, known_hash=f"sha256:{sha}", fname=fname, path=dest,
+                           downloader=downloader, progressbar=False)
+        except (requests.exceptions.RequestException, OSError) as exc:
+            raise SampleDataNotFound(f"sample night {name!r}: could not download {url + fname} "
+                                     f"({type(exc).__name__}: {exc})") from exc
+    log.info("sample night %s: %d files verified in %s", name, len(files), dest)
+    return dest
+
+
+def _downloads_allowed() -> bool:
+    return os.environ.get("ASTRODART_OFFLINE", "").strip().lower() not in ("1", "true", "yes")
+
+
 def find_sample_dir(name: str) -> Path:
     """Folder holding the real sample night ``name`` (a key of :data:`SAMPLES`).
 
@@ -153,7 +251,9 @@ def find_sample_dir(name: str) -> Path:
     -------
     pathlib.Path
         The first non-empty folder found (``ASTRODART_SAMPLE_DATA`` first, then
-        ``shared/data`` beside the checkout or the current directory).
+        ``shared/data`` beside the checkout or the current directory); failing those, the
+        download cache (:func:`download_sample`, which is tried unless ``ASTRODART_OFFLINE``
+        is set).
 
     Raises
     ------
@@ -170,8 +270,14 @@ def find_sample_dir(name: str) -> Path:
         tried.append(str(d))
         if d.is_dir() and any(d.iterdir()):
             return d
+    why = "downloads are off (ASTRODART_OFFLINE)"
+    if _downloads_allowed():
+        try:
+            return download_sample(name)
+        except SampleDataNotFound as exc:
+            why = str(exc)
     raise SampleDataNotFound(
-        f"sample night {name!r} not found; looked in: {'; '.join(tried)}. "
+        f"sample night {name!r} not found; looked in: {'; '.join(tried)}; {why}. "
         "Set ASTRODART_SAMPLE_DATA to the folder that holds "
         f"{SAMPLES[name].folder}/.")
 

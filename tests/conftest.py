@@ -22,6 +22,8 @@ from astropy.io import fits
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ASTRODART_SAMPLE_DATA", REPO.parent / "shared" / "data"))
+# the tests never reach for the internet: a sample missing here must fail, not download
+os.environ["ASTRODART_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

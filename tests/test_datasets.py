@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -482,3 +483,49 @@ def test_get_night_prefers_real_and_falls_back_to_simulated(tmp_path, monkeypatc
         get_night(tmp_path / "x", simulate_options={"n_sciense": {"V": 3}})
     with pytest.raises(ValueError, match="prefer"):
         get_night(tmp_path / "x", prefer="fake")
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A local HTTP server serving the HAT-P-32 frames as their public source does."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "mirror"
+    root.mkdir()
+    for p in require(HATP32).glob("*.FITS"):
+        (root / p.name).write_bytes(p.read_bytes())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_download_verifies_every_file_against_its_pinned_hash(mirror, tmp_path):
+    root, url = mirror
+    got = datasets.download_sample("hatp32", tmp_path / "cache", base_url=url, progress=False)
+    files = sorted(got.iterdir())
+    assert [p.name for p in files] == sorted(p.name for p in root.iterdir())
+    assert all(p.read_bytes() == (root / p.name).read_bytes() for p in files)
+    # one flipped byte on the server: the pinned sha256 refuses it and nothing is kept
+    bad = sorted(root.iterdir())[3]
+    raw = bytearray(bad.read_bytes())
+    raw[-1] ^= 0xFF
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="(?i)sha256|hash"):
+        datasets.download_sample("hatp32", tmp_path / "cache2", base_url=url, progress=False)
+    assert not (tmp_path / "cache2" / bad.name).exists()
+
+
+def test_download_failure_and_unpinned_sample_are_clear(tmp_path):
+    with pytest.raises(SampleDataNotFound, match="could not download"):
+        datasets.download_sample("hatp32", tmp_path / "c", base_url="http://127.0.0.1:9/",
+                                 timeout=2, progress=False)
+    with pytest.raises(SampleDataNotFound, match="no pinned public source"):
+        datasets.download_sample("m67", tmp_path / "c")
+    # every file of the real nights has a pin: the shared copies hash to them
+    pins = json.loads(datasets.SAMPLE_SOURCES_PATH.read_text())
+    assert len(pins["hatp27b"]["files"]) == 130 and len(pins["hatp32"]["files"]) == 10
