@@ -93,6 +93,20 @@ def demo(root, notebooks=True, simulated=False) -> int:
     the guided notebooks on it. Without it (a fresh machine with no copy of the sample
     data and no way to download it), or with ``simulated``: reduce the simulated night end
     to end and compare with its truth.
+
+    Parameters
+    ----------
+    root : str or pathlib.Path
+        Project folder that receives ``uncal_data/`` and ``reduced_data/``.
+    notebooks : bool
+        Run the guided notebooks after organising the real night.
+    simulated : bool
+        Use the simulated night even if the real sample can be had.
+
+    Returns
+    -------
+    int
+        0 on success; 1 if a notebook failed or a truth check of the simulated night failed.
     """
     from .datasets import SampleDataNotFound
 

@@ -1575,7 +1575,7 @@ class master_frame:  # noqa: N801
             variances.append(var)
         cube = np.stack(frames)
         vcube = None if any(v is None for v in variances) else np.stack(variances)
-        return cube, vcube, levels, ccd
+        return cube, vcube, levels, ccd.unit
 
     def run(self) -> str:
         """Combine and write the master; return its path (reused if it exists and not
@@ -1606,8 +1606,7 @@ class master_frame:  # noqa: N801
         rejected, unit = [], None
         for band in bands:
             cube = vcube = res = None  # free the previous band before reading the next
-            cube, vcube, levels, last = self._read_stack(band, normalise)
-            unit, last = last.unit, None  # keep the unit, not a whole frame
+            cube, vcube, levels, unit = self._read_stack(band, normalise)
             common = self._common_variance(headers, band, levels) if vcube is not None else None
             res = cal.combine_stack(
                 cube,

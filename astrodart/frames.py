@@ -290,6 +290,22 @@ def write_hdulist(hdul: fits.HDUList, path, overwrite: bool = False, fsync: bool
     atomic for readers and for a killed process, but not across a power loss (the step
     engine uses it for intermediate frames, whose completeness it checks before reuse).
 
+    Parameters
+    ----------
+    hdul : astropy.io.fits.HDUList
+        What to write.
+    path : str or pathlib.Path
+        Destination (folders are created).
+    overwrite : bool
+        Replace an existing file.
+    fsync : bool
+        Force the data to disk before the rename.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
     Raises
     ------
     FileExistsError

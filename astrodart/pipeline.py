@@ -939,7 +939,19 @@ def compare_with_truth(result: NightResult, truth=None) -> Table:
 
 
 def format_comparison(table: Table) -> str:
-    """The comparison table as plain text, one line per row, with a pass/fail count."""
+    """The comparison table as plain text, one line per row, with a pass/fail count.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        As returned by :func:`compare_with_truth` (columns quantity, unit, truth,
+        measured, tolerance, ok).
+
+    Returns
+    -------
+    str
+        Aligned text ending with the line ``"N of M checks passed"``.
+    """
     w = max(len(q) for q in table["quantity"])
     lines = [f"{'quantity':<{w}}  {'unit':<6} {'truth':>12} {'measured':>12}  "
              f"{'tolerance':<34} ok"]

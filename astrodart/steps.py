@@ -243,8 +243,21 @@ def _run_one(step: "Step", in_path: str, out_path: str):
 
 
 def is_complete_fits(path) -> bool:
-    """True if ``path`` is a readable FITS file whose every HDU is whole (not truncated,
-    e.g. by a power loss before the data reached the disk)."""
+    """Whether ``path`` is a readable FITS file whose every HDU is whole.
+
+    Only the headers are read; astropy warns when a file is shorter than its headers
+    announce (e.g. cut short by a power loss before the data reached the disk).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file.
+
+    Returns
+    -------
+    bool
+        False for a missing, unreadable, empty or truncated file.
+    """
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

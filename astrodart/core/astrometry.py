@@ -343,24 +343,35 @@ def verify_wcs(wcs: WCS, xy: ArrayLike, catalog: SkyCoord, shape: tuple[int, int
     xy = _xy_array(xy)
     center = wcs.pixel_to_world((nx - 1) / 2.0, (ny - 1) / 2.0)
     scale = float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600.0)
-    if len(xy) == 0 or len(catalog) == 0:
+    ok, ref = _pair_stars(wcs, xy, catalog, match_radius)
+    if not ok.any():
         return 0, float("nan"), center, scale
+    sep = wcs.pixel_to_world(xy[ok, 0], xy[ok, 1]).separation(ref).arcsec
+    return int(ok.sum()), float(np.sqrt(np.mean(sep**2))), center, scale
+
+
+def _pair_stars(wcs: WCS, xy: np.ndarray, catalog: SkyCoord,
+                match_radius: float) -> tuple[np.ndarray, SkyCoord]:
+    """Pair each detected star with the nearest catalogue star through ``wcs``.
+
+    Returns the mask of detected stars (``xy``, 0-based, shape (n, 2)) with a catalogue
+    star within ``match_radius`` pixels, and those catalogue stars, in the same order.
+    """
+    from scipy.spatial import cKDTree
+
+    none = np.zeros(len(xy), bool), catalog[:0]
+    if len(xy) == 0 or len(catalog) == 0:
+        return none
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cx, cy = wcs.world_to_pixel(catalog)
-    cat_xy = np.column_stack([cx, cy])
-    cat_xy = cat_xy[np.all(np.isfinite(cat_xy), axis=1)]
-    if len(cat_xy) == 0:
-        return 0, float("nan"), center, scale
-    from scipy.spatial import cKDTree
-    d, j = cKDTree(cat_xy).query(xy, distance_upper_bound=match_radius)
+    finite = np.flatnonzero(np.isfinite(cx) & np.isfinite(cy))
+    if finite.size == 0:
+        return none
+    d, j = cKDTree(np.column_stack([cx[finite], cy[finite]])).query(
+        xy, distance_upper_bound=match_radius)
     ok = np.isfinite(d)
-    if not ok.any():
-        return 0, float("nan"), center, scale
-    det = wcs.pixel_to_world(xy[ok, 0], xy[ok, 1])
-    ref = wcs.pixel_to_world(cat_xy[j[ok], 0], cat_xy[j[ok], 1])
-    sep = det.separation(ref).arcsec
-    return int(ok.sum()), float(np.sqrt(np.mean(sep**2))), center, scale
+    return ok, catalog[finite[j[ok]]]
 
 
 # ----------------------------------------------------------------------------- hints
@@ -650,22 +661,12 @@ def _check_sip(wcs, n, rms, center, scale, note, xy, cat, shape, match_radius, m
     """
     from astropy.wcs.utils import fit_wcs_from_points
     from scipy import stats
-    from scipy.spatial import cKDTree
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cx, cy = wcs.world_to_pixel(cat)
-    cat_xy = np.column_stack([cx, cy])
-    good = np.all(np.isfinite(cat_xy), axis=1)
-    if good.sum() == 0 or len(xy) == 0:
-        return wcs, n, rms, center, scale, note
-    d, j = cKDTree(cat_xy[good]).query(xy, distance_upper_bound=match_radius)
-    ok = np.isfinite(d)
+    ok, sky = _pair_stars(wcs, xy, cat, match_radius)
     p_sip = 2 * ((sip_order + 1) * (sip_order + 2) // 2 - 3)
     if ok.sum() < 6 + p_sip + 4:     # too few pairs to judge: the SIP fit is unconstrained
         return wcs, n, rms, center, scale, note
     pxy = xy[ok]
-    sky = cat[np.flatnonzero(good)[j[ok]]]
     keep = np.ones(len(pxy), bool)
     try:
         with warnings.catch_warnings():
