@@ -6,7 +6,7 @@ night out under ``uncal_data/180423/``, fixes the two header problems of that ni
 the night into ``reduced_data/180423/HAT-P-27/`` and runs the guided notebooks on it
 (executed copies and their figures land in ``reduced_data/notebooks/``). Without the real
 sample (or with ``--simulated``) it simulates a night with known truth, reduces it end to
-end with :func:`astrodart.pipeline.reduce_night` and prints the truth-vs-measured table,
+end with :func:`astrodart.pipeline.night.reduce_night` and prints the truth-vs-measured table,
 and says which night it used.
 """
 from __future__ import annotations
@@ -36,9 +36,9 @@ def prepare_sample_night(root) -> tuple[str, str]:
     date : str
         The night folder name.
     """
-    from .datasets import SAMPLES, sample_night
-    from .headers import FrameHeader
-    from .utils import data_organiser, header_tools
+    from astrodart.datasets.samples import SAMPLES, sample_night
+    from astrodart.frames.header import FrameHeader
+    from astrodart.utils import data_organiser, header_tools
 
     root = Path(root)
     info = SAMPLES["hatp27b"]
@@ -63,7 +63,7 @@ def run_guides(root, names=None) -> int:
     root : str or pathlib.Path
         Folder holding ``uncal_data/`` and ``reduced_data/``.
     names : sequence of str, optional
-        Notebooks to run (default: all of :data:`astrodart.run_notebooks.NOTEBOOKS`, in order).
+        Notebooks to run (default: all of :data:`astrodart.ui.notebooks.NOTEBOOKS`, in order).
 
     Returns
     -------
@@ -71,7 +71,7 @@ def run_guides(root, names=None) -> int:
         0 when every notebook ran to the end, 1 otherwise (the failing cell is printed and
         the executed copy is kept for reading).
     """
-    from .run_notebooks import NOTEBOOKS, run_notebook
+    from astrodart.ui.notebooks import NOTEBOOKS, run_notebook
 
     status = 0
     for name in names or NOTEBOOKS:
@@ -108,7 +108,7 @@ def demo(root, notebooks=True, simulated=False) -> int:
     int
         0 on success; 1 if a notebook failed or a truth check of the simulated night failed.
     """
-    from .datasets import SampleDataNotFound
+    from astrodart.datasets.samples import SampleDataNotFound
 
     t0 = time.time()
     if simulated:
@@ -129,7 +129,7 @@ def demo(root, notebooks=True, simulated=False) -> int:
 def demo_simulated(root) -> int:
     """Simulate a night under ``root`` (unless one is there), reduce it in plain Python and
     print truth vs measured; the exit code is 1 if a check of the table failed."""
-    from . import pipeline
+    from astrodart.pipeline import night as pipeline
 
     report = pipeline.simulated_night_report(root)
     print(report)

@@ -5,9 +5,9 @@ with the same signatures (plus keyword-only options): :class:`trimmer`,
 :class:`overscan_correction`, :class:`deviation_calculation`, :class:`gain_correction`,
 :class:`cosmic_ray_laplacian_correction`, :class:`cosmic_ray_median_correction`,
 :class:`subtract_bias`, :class:`subtract_dark`, :class:`correct_flatfield` and
-:class:`finalize_stage1`. Each per-frame class is a :class:`astrodart.steps.Step`
+:class:`finalize_stage1`. Each per-frame class is a :class:`astrodart.pipeline.step.Step`
 (resume, parallel map, per-frame error capture, provenance, run log) bound to a pure
-function of :mod:`astrodart.core.calibration` / :mod:`astrodart.core.cosmics`; its
+function of :mod:`astrodart.calibration.ccd` / :mod:`astrodart.calibration.cosmics`; its
 ``.run()`` returns the list of output paths (``wdir/<prefix><name>.fits``).
 
 Beyond the original:
@@ -55,14 +55,14 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 
-from . import __version__
-from .core import calibration as cal
-from .core import cosmics as crs
-from .core import detector as det
-from .core.calibration import CalibrationError, CalibrationWarning
-from .frames import find_fits, read_frame, read_header, write_frame, write_hdulist
-from .headers import FrameHeader, MissingKeywordError
-from .steps import (
+from astrodart import __version__
+from astrodart.calibration import ccd as cal
+from astrodart.calibration import cosmics as crs
+from astrodart.calibration import detector as det
+from astrodart.calibration.ccd import CalibrationError, CalibrationWarning
+from astrodart.frames.io import find_fits, read_frame, read_header, write_frame, write_hdulist
+from astrodart.frames.header import FrameHeader, MissingKeywordError
+from astrodart.pipeline.step import (
     LOG_NAME,
     Step,
     check_kwargs,
@@ -329,7 +329,7 @@ class trimmer(_CalibrationStep):  # noqa: N801  (AstroDART's public name)
     overwrite : bool or {'yes', 'no'}
         Redo outputs that exist.
     executor, workers, progress, log_path
-        Engine options (see :class:`astrodart.steps.Step`).
+        Engine options (see :class:`astrodart.pipeline.step.Step`).
 
     Raises
     ------
@@ -444,7 +444,7 @@ class deviation_calculation(_CalibrationStep):  # noqa: N801
     ``sigma = sqrt(max(S, 0) * g + RON^2) / g`` in ADU (``sqrt(max(S, 0) + RON^2)`` in
     electrons). Bias frames (``IMAGETYP`` bias or ``EXPTIME`` 0) get read noise only.
     The photon noise of a raw frame includes the bias pedestal; it is taken out again
-    when the bias is subtracted (see :mod:`astrodart.core.calibration`).
+    when the bias is subtracted (see :mod:`astrodart.calibration.ccd`).
 
     Parameters
     ----------
@@ -616,7 +616,7 @@ class cosmic_ray_laplacian_correction(_CosmicStep):  # noqa: N801
     Gain semantics: astroscrappy multiplies the data by ``gain`` to reach electrons; for
     frames in ADU the gain (e-/ADU) is ``gain`` or the header's, for frames already in
     electrons (after :class:`gain_correction`) it is 1 and ``gain`` is ignored. The noise
-    model is measured on the frame (:func:`astrodart.core.cosmics.noise_variance`), so a
+    model is measured on the frame (:func:`astrodart.calibration.cosmics.noise_variance`), so a
     bias pedestal still in the data does not blunt the detection.
 
     Parameters
@@ -713,7 +713,7 @@ class cosmic_ray_median_correction(_CosmicStep):  # noqa: N801
     A pixel is a hit when it exceeds the ``mbox`` median by ``thresh`` times its noise
     *and* by ``contrast`` times its own 3x3 median's excess (a star raises its 3x3 median
     almost as much as its peak; a cosmic ray does not). See
-    :func:`astrodart.core.cosmics.median_cosmics`.
+    :func:`astrodart.calibration.cosmics.median_cosmics`.
 
     Parameters
     ----------
@@ -1389,7 +1389,7 @@ class master_frame:  # noqa: N801
         Per-pixel combination.
     clipping_method : {None, 'sigclip', 'extrema_clipping', 'minmax'}
         Rejection before combining (median/MAD sigma clipping, see
-        :func:`astrodart.core.calibration.combine_stack`).
+        :func:`astrodart.calibration.ccd.combine_stack`).
     minclip, maxclip : float
         Low/high sigma-clipping thresholds (AstroDART's names).
     nlow, nhigh : int
@@ -1855,7 +1855,7 @@ class bad_pixel_map:  # noqa: N801
         ignore every flagged pixel; :class:`bad_pixel_correction` repairs all but warm
         pixels by default (dark subtraction handles those).
     flat_min, flat_sigma : float
-        Flat thresholds (see :func:`astrodart.core.detector.flat_defect_mask`).
+        Flat thresholds (see :func:`astrodart.calibration.detector.flat_defect_mask`).
     overwrite : bool or {'yes', 'no'}
         Rebuild an existing map.
     log_path : str, optional
@@ -1993,7 +1993,7 @@ class photon_transfer:  # noqa: N801
 
     def run(self) -> det.PhotonTransferResult:
         """Read the frames and measure; return a
-        :class:`~astrodart.core.detector.PhotonTransferResult`.
+        :class:`~astrodart.calibration.detector.PhotonTransferResult`.
 
         Raises
         ------
@@ -2038,7 +2038,7 @@ class dark_current:  # noqa: N801
         self.hot_sigma, self.min_rate = float(hot_sigma), min_rate
 
     def run(self) -> det.DarkCurrentResult:
-        """Measure; return a :class:`~astrodart.core.detector.DarkCurrentResult`.
+        """Measure; return a :class:`~astrodart.calibration.detector.DarkCurrentResult`.
 
         Raises
         ------

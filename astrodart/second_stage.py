@@ -10,7 +10,7 @@ The names are AstroDART's, so an AstroDART notebook keeps working::
 What changed under the names (see ``API.md``, "Known defects of the original"):
 
 * ``get_fwhm`` measures a true FWHM: a pixel-integrated elliptical Moffat fitted to
-  isolated, unsaturated stars (:func:`astrodart.core.sources.measure_fwhm`), not a
+  isolated, unsaturated stars (:func:`astrodart.sources.stars.measure_fwhm`), not a
   bounding box averaged across files. It also gives ellipticity, and arcseconds when the
   pixel scale is in the header.
 * ``astrometry`` solves offline first (the in-process astrometry.net engine with local
@@ -47,12 +47,12 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from . import __version__
-from .core import astrometry as _solve
-from .core.sources import NoStarsWarning, find_stars, measure_fwhm, saturation_level
-from .frames import FrameError, image_hdu_index, read_frame, read_header, write_hdulist
-from .headers import FrameHeader
-from .steps import find_log_path, log_event, parse_overwrite
+from astrodart import __version__
+from astrodart.astrometry import solve as _solve
+from astrodart.sources.stars import NoStarsWarning, find_stars, measure_fwhm, saturation_level
+from astrodart.frames.io import FrameError, image_hdu_index, read_frame, read_header, write_hdulist
+from astrodart.frames.header import FrameHeader
+from astrodart.pipeline.step import find_log_path, log_event, parse_overwrite
 
 __all__ = [
     "AstrometryFailedWarning",
@@ -110,7 +110,7 @@ class get_fwhm:
     files : sequence of str or pathlib.Path
         FITS frames.
     fwhm_guess : float, optional
-        Starting FWHM in pixels (see :func:`astrodart.core.sources.measure_fwhm`).
+        Starting FWHM in pixels (see :func:`astrodart.sources.stars.measure_fwhm`).
     threshold : float
         Detection threshold in sigma of the filtered background.
     max_stars : int
@@ -123,7 +123,7 @@ class get_fwhm:
     Attributes
     ----------
     results : dict
-        File -> :class:`~astrodart.core.sources.FWHMResult` (None when the frame
+        File -> :class:`~astrodart.sources.stars.FWHMResult` (None when the frame
         could not be read), filled by :meth:`estimate_fwhm`.
 
     Examples
@@ -328,7 +328,7 @@ class astrometry:
     ----------
     directory : str or pathlib.Path
         Working directory; the run log (``astrodart_log.jsonl``) is the one found by
-        :func:`astrodart.steps.find_log_path` from here.
+        :func:`astrodart.pipeline.step.find_log_path` from here.
     files : sequence of str or pathlib.Path
         FITS frames; each solved file gets its WCS in place (atomic rewrite).
     api_key : str, optional
@@ -374,7 +374,7 @@ class astrometry:
     Attributes
     ----------
     results : dict
-        File -> :class:`astrodart.core.astrometry.SolveResult`, filled by :meth:`run`.
+        File -> :class:`astrodart.astrometry.solve.SolveResult`, filled by :meth:`run`.
     """
 
     def __init__(self, directory: str | Path | None, files: Sequence, api_key: str | None = None,
@@ -423,7 +423,7 @@ class astrometry:
     @property
     def index_files(self) -> list:
         """Index files found for the offline backends (see
-        :func:`astrodart.core.astrometry.discover_index_files`)."""
+        :func:`astrodart.astrometry.solve.discover_index_files`)."""
         if self._index_files is None:
             self._index_files = _solve.discover_index_files(self.index_dir)
         return self._index_files

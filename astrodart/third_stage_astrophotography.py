@@ -12,7 +12,7 @@ astrophotography guide uses, plus :func:`stack`:
 
 Alignment never gives up silently: each frame goes down a ladder of methods (WCS
 reprojection, star-pattern matching with mirror detection, FFT translation; see
-:mod:`astrodart.core.align`), the method, transform and residual of every aligned
+:mod:`astrodart.alignment.match`), the method, transform and residual of every aligned
 frame are written into its header (``ALN*`` keywords) and the run log, and a frame
 that cannot be aligned, or whose transform breaks the limits, is listed in
 ``align.failed`` with the reason and left out of the outputs, so it can never be
@@ -34,7 +34,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 
-from .core.align import (
+from astrodart.alignment.match import (
     METHODS,
     AlignmentError,
     AlignmentLimitError,
@@ -45,7 +45,7 @@ from .core.align import (
     align_frame,
     registration_offset,
 )
-from .core.color import (
+from astrodart.color.composite import (
     STRETCHES,
     ColourBalance,
     auto_stretch_parameters,
@@ -58,8 +58,8 @@ from .core.color import (
     to_uint8,
     to_uint16,
 )
-from .frames import FrameError, atomic_output, read_frame, read_header, strip_fits_suffix
-from .steps import Step, StepReport, check_kwargs, find_log_path, log_event, parse_overwrite
+from astrodart.frames.io import FrameError, atomic_output, read_frame, read_header, strip_fits_suffix
+from astrodart.pipeline.step import Step, StepReport, check_kwargs, find_log_path, log_event, parse_overwrite
 
 __all__ = [
     "align",
@@ -227,7 +227,7 @@ def _as_filter_lists(files_to_align, directories) -> tuple[list[list[str]], list
 class align:  # noqa: N801  (AstroDART's public name)
     """Align every frame of every filter onto the pixel grid of one reference frame.
 
-    Each frame goes down a ladder of methods (:func:`astrodart.core.align.align_frame`):
+    Each frame goes down a ladder of methods (:func:`astrodart.alignment.match.align_frame`):
     WCS reprojection (``reproject``) when the frame and the reference both carry a
     celestial WCS; else star-pattern matching (astroalign, Beroiz et al. 2020, with a
     least-squares similarity refit on every matched star, and a mirrored attempt for
@@ -278,7 +278,7 @@ class align:  # noqa: N801  (AstroDART's public name)
     order : int
         Spline order of the resampling (3 = bicubic).
     executor, workers, progress, log_path
-        Passed to the step engine (:class:`astrodart.steps.Step`): frames are aligned in
+        Passed to the step engine (:class:`astrodart.pipeline.step.Step`): frames are aligned in
         parallel (a process pool over all cores by default).
 
     Attributes
@@ -290,7 +290,7 @@ class align:  # noqa: N801  (AstroDART's public name)
     frames : list of dict
         After :meth:`run`: per aligned frame: filter, input, output, method, rotation,
         scale, dx, dy, mirrored, residual, n_matches, overlap.
-    reports : list of astrodart.steps.StepReport
+    reports : list of astrodart.pipeline.step.StepReport
         The engine's report per filter.
 
     Raises
@@ -447,19 +447,19 @@ def _frame_key(path) -> str:
 def _flagged_by_quality(quality, rules=None) -> set[str]:
     """Keys of the frames a quality table rejects.
 
-    With :mod:`astrodart.quality` available, its :func:`~astrodart.quality.good_files`
+    With :mod:`astrodart.sources.quality` available, its :func:`~astrodart.sources.quality.good_files`
     decides (``rules`` re-flags the table first; a saved table's path is accepted);
     otherwise a table with a 'file' column and a 'good' (bool) or 'flags' (text)
     column is read directly.
     """
     try:
-        from .quality import good_files
+        from astrodart.sources.quality import good_files
     except ImportError:
         good_files = None
     if good_files is not None:
         table = quality
         if isinstance(quality, (str, os.PathLike)):
-            from .quality import read_quality_table
+            from astrodart.sources.quality import read_quality_table
 
             table = read_quality_table(quality)
         good = {_frame_key(f) for f in good_files(table, rules)}
@@ -479,7 +479,7 @@ def stack(aligned_images, filters, wdir, *, combining_method: str = "median",
           **combine_options) -> list[str | None]:
     """Combine the aligned frames of each filter into one stack per filter.
 
-    Uses :class:`astrodart.stacking.image_combination` (AstroDART's ``image_combination``:
+    Uses :class:`astrodart.combine.files.image_combination` (AstroDART's ``image_combination``:
     methods, clipping and ``memory_limit`` as documented there). Aligned frames carry
     their footprint as a ``MASK`` extension (and NaN); pixels outside a frame's
     footprint do not enter the combination.
@@ -500,11 +500,11 @@ def stack(aligned_images, filters, wdir, *, combining_method: str = "median",
         Frames to leave out (paths or file names, of the aligned frames or of the frames
         they came from), e.g. the frames a quality check flagged.
     quality : astropy.table.Table or str, optional
-        A per-frame quality table of :func:`astrodart.quality.quality_table` (or the path
+        A per-frame quality table of :func:`astrodart.sources.quality.quality_table` (or the path
         of a saved one): the frames it flags (not in
-        :func:`astrodart.quality.good_files`) are left out, matched by file name to
+        :func:`astrodart.sources.quality.good_files`) are left out, matched by file name to
         their aligned copies.
-    quality_rules : astrodart.quality.QualityRules, optional
+    quality_rules : astrodart.sources.quality.QualityRules, optional
         Re-flag the quality table with these rules first.
     output_name : str
         Output file name; ``{filter}`` is replaced by the filter name.
@@ -531,7 +531,7 @@ def stack(aligned_images, filters, wdir, *, combining_method: str = "median",
     drop = {_frame_key(f) for f in (exclude or [])}
     if quality is not None:
         drop |= _flagged_by_quality(quality, quality_rules)
-    from .stacking import image_combination
+    from astrodart.combine.files import image_combination
 
     wdir = Path(wdir)
     wdir.mkdir(parents=True, exist_ok=True)
@@ -587,7 +587,7 @@ class rgb_image:  # noqa: N801  (AstroDART's public name)
     the green one if they are not already (same ladder as :class:`align`); subtract each
     channel's smooth sky so the background is black and neutral; match the channels'
     star widths (optional, on by default); scale red and blue so
-    the field stars are white on average (:func:`astrodart.core.color.star_colour_balance`);
+    the field stars are white on average (:func:`astrodart.color.composite.star_colour_balance`);
     multiply by ``red_stretch``, ``green_stretch``, ``blue_stretch``; stretch for display
     (Lupton et al. 2004 by default).
 
@@ -599,7 +599,7 @@ class rgb_image:  # noqa: N801  (AstroDART's public name)
         Extra multipliers of each channel after the star balance (1 keeps the balanced
         colour; e.g. ``red_stretch=1.2`` warms the image).
     stretch : {'lupton', 'asinh', 'linear'}
-        Display stretch (see :func:`astrodart.core.color.stretch_rgb`).
+        Display stretch (see :func:`astrodart.color.composite.stretch_rgb`).
     Q, stretch_value : float, optional
         Lupton softening and linear range (default: 8 and 20 sky sigmas).
     minimum : float or sequence of 3 float, optional
@@ -619,9 +619,9 @@ class rgb_image:  # noqa: N801  (AstroDART's public name)
     match_psf : bool
         Blur the sharper channels to the broadest channel's FWHM before balancing, so
         stars are not given false colour by seeing differences between the bands
-        (:func:`astrodart.core.color.match_psf`).
+        (:func:`astrodart.color.composite.match_psf`).
     align_options : dict, optional
-        Options of :func:`astrodart.core.align.align_frame` (e.g. ``methods``, ``limits``).
+        Options of :func:`astrodart.alignment.match.align_frame` (e.g. ``methods``, ``limits``).
 
     Raises
     ------
@@ -725,7 +725,7 @@ class rgb_image:  # noqa: N801  (AstroDART's public name)
     def registration(self) -> dict[str, dict]:
         """How the red and blue images were put on the green image's grid (per channel:
         'already registered', or the alignment summary of
-        :meth:`astrodart.core.align.AlignmentResult.summary`)."""
+        :meth:`astrodart.alignment.match.AlignmentResult.summary`)."""
         self._compute()
         return self._registration
 

@@ -3,7 +3,7 @@ errors, BJD_TDB time stamps and differential light curves (AstroDART-compatible)
 
 The classes keep AstroDART's names and signatures (an AstroDART notebook keeps working
 after ``AstroDART`` becomes ``astrodart``); the science is in
-:mod:`astrodart.core.photometry` and :mod:`astrodart.core.timing`.
+:mod:`astrodart.photometry.measure` and :mod:`astrodart.photometry.timing`.
 
 Typical use (a night without WCS, pixel positions tracked through the night)::
 
@@ -55,16 +55,16 @@ from astropy.coordinates import EarthLocation, SkyCoord
 from astropy.table import Table
 from astropy.time import Time
 
-from . import __version__
-from .core import photometry as cph
-from .core import timing
-from .core.photometry import EnsembleResult, PhotFlag, TransitFit
-from .frames import FrameError, atomic_output, read_frame
-from .headers import FrameHeader
-from .lightcurve_plot import _figure as _new_figure
-from .lightcurve_plot import plot_light_curve
-from .sites import location_from_lat_lon, site_location
-from .steps import check_kwargs, find_log_path, log_event, parse_overwrite
+from astrodart import __version__
+from astrodart.photometry import measure as cph
+from astrodart.photometry import timing
+from astrodart.photometry.measure import EnsembleResult, PhotFlag, TransitFit
+from astrodart.frames.io import FrameError, atomic_output, read_frame
+from astrodart.frames.header import FrameHeader
+from astrodart.ui.lightcurve_plot import _figure as _new_figure
+from astrodart.ui.lightcurve_plot import plot_light_curve
+from astrodart.photometry.sites import location_from_lat_lon, site_location
+from astrodart.pipeline.step import check_kwargs, find_log_path, log_event, parse_overwrite
 
 __all__ = [
     "get_site_coordinates",
@@ -110,7 +110,7 @@ class get_site_coordinates:  # noqa: N801  (AstroDART's public name)
         ``'Roque de los Muchachos'``, ``'Calar Alto'``, ``'La Silla'``, ``'Paranal'``,
         ``'Mauna Kea'``, ``'Kitt Peak'``, ``'Lick'``, ``'McDonald'``, ``'Palomar'``,
         ``'Whipple'``, ``'Siding Spring'``, ``'Mt Stony Brook'`` ... see
-        :data:`astrodart.sites.SITES`), else astropy's site registry (needs a network).
+        :data:`astrodart.photometry.sites.SITES`), else astropy's site registry (needs a network).
 
     Examples
     --------
@@ -131,7 +131,7 @@ class get_site_coordinates:  # noqa: N801  (AstroDART's public name)
         ------
         ValueError
             ``coordinates`` missing or malformed (see
-            :func:`astrodart.sites.location_from_lat_lon`).
+            :func:`astrodart.photometry.sites.location_from_lat_lon`).
         """
         if self.coordinates is None:
             raise ValueError("from_lat_lon() needs coordinates=[lat_deg, lon_deg, height_m]")
@@ -144,7 +144,7 @@ class get_site_coordinates:  # noqa: N801  (AstroDART's public name)
         ------
         ValueError
             No name given.
-        astrodart.sites.UnknownSiteError
+        astrodart.photometry.sites.UnknownSiteError
             Unknown name (the message lists the built-in sites).
         """
         if not self.observatory_location:
@@ -203,7 +203,7 @@ class check_image:  # noqa: N801  (AstroDART's public name)
         FITS frame (calibrated).
     threshold : float
         Detection threshold in sigma of the matched-filtered background (see
-        :func:`astrodart.core.sources.find_stars`).
+        :func:`astrodart.sources.stars.find_stars`).
     plot : bool
         Draw the frame (zscale) with each star circled and numbered.
 
@@ -239,7 +239,7 @@ class check_image:  # noqa: N801  (AstroDART's public name)
 
         Raises
         ------
-        astrodart.frames.FrameError
+        astrodart.frames.io.FrameError
             Unreadable frame.
         ValueError
             No star found.
@@ -291,7 +291,7 @@ class check_image:  # noqa: N801  (AstroDART's public name)
 def _detect_stars(path: str, mtime_ns: int, size: int, threshold: float) -> tuple[Table, float]:
     """Stars of a frame, brightest first, and its FWHM; cached per file version, so that
     check_image, from_index and from_image on the same frame detect only once."""
-    from .core.sources import find_stars, measure_fwhm
+    from astrodart.sources.stars import find_stars, measure_fwhm
 
     ccd = read_frame(path)
     data = np.asarray(ccd.data, dtype=float)
@@ -436,7 +436,7 @@ class coordinates:  # noqa: N801  (AstroDART's public name)
         """Pick target and comparisons by clicking on the numbered reference frame.
 
         In a Jupyter notebook this shows astrodart's star picker
-        (:func:`astrodart.widgets.star_picker`) on the reference frame; a cell's code
+        (:func:`astrodart.ui.widgets.star_picker`) on the reference frame; a cell's code
         runs before anyone can click, so read the choice in the *next* cell::
 
             selection = coordinates(files=files[0], reference_frame=0).from_image()
@@ -462,7 +462,7 @@ class coordinates:  # noqa: N801  (AstroDART's public name)
             "comparison_stars_indeces=[...]).from_index() with the numbers shown"
         )
         try:
-            from . import widgets
+            from astrodart.ui import widgets
         except ImportError as exc:
             raise InteractiveUnavailableError(
                 f"the star picker needs ipywidgets ({exc}); {hint}"
@@ -786,7 +786,7 @@ class photometry:  # noqa: N801  (AstroDART's public name)
         * ``read_noise`` : float — electrons (default from ``RDNOISE``/``RON``; when
           unknown, the measured scatter of the sky annulus is used).
         * ``saturation`` : float — data units (default the header's level, see
-          :attr:`astrodart.headers.FrameHeader.saturation`, which refers to raw data: for
+          :attr:`astrodart.frames.header.FrameHeader.saturation`, which refers to raw data: for
           calibrated frames give the level after bias subtraction and flat division).
         * ``recenter`` : bool — re-centre each star (default True for ``'pixel'``,
           False for ``'sky'``); ``search_radius`` : float — how far, pixels.
@@ -1292,7 +1292,7 @@ class photometry:  # noqa: N801  (AstroDART's public name)
         self, filter_name: str | None = None, results: dict | None = None, norm_mask=None
     ) -> EnsembleResult:
         """The ensemble differential light curve of one filter (see
-        :func:`astrodart.core.photometry.ensemble_light_curve`).
+        :func:`astrodart.photometry.measure.ensemble_light_curve`).
 
         Parameters
         ----------
@@ -1357,7 +1357,7 @@ class photometry:  # noqa: N801  (AstroDART's public name)
         Returns
         -------
         TransitFit
-            See :func:`astrodart.core.photometry.fit_transit`.
+            See :func:`astrodart.photometry.measure.fit_transit`.
         """
         filt = filter_name or self.filters[0]
         if self.results is None or filt not in self.results.get("differential", {}).get(

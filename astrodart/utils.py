@@ -32,9 +32,9 @@ from typing import Sequence
 
 from astropy.io import fits
 
-from .frames import FrameError, atomic_path, find_fits, image_hdu_index
-from .headers import FrameHeader, HeaderValueError, MissingKeywordError, normalise_name
-from .steps import LOG_NAME, log_event, parse_overwrite
+from astrodart.frames.io import FrameError, atomic_path, find_fits, image_hdu_index
+from astrodart.frames.header import FrameHeader, HeaderValueError, MissingKeywordError, normalise_name
+from astrodart.pipeline.step import LOG_NAME, log_event, parse_overwrite
 
 __all__ = ["header_tools", "data_organiser", "get_directory", "image_combination",
            "OrganiseReport", "group_dirname", "RESERVED_DIRS"]
@@ -324,7 +324,7 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
 
     Notes
     -----
-    Frame types come from the normalised ``IMAGETYP`` (:class:`astrodart.headers.FrameHeader`).
+    Frame types come from the normalised ``IMAGETYP`` (:class:`astrodart.frames.header.FrameHeader`).
     Flat-darks are their own type (not also flats or darks, a defect of the original).
     Files are copied (atomically), never moved: ``uncal_dir`` stays byte-identical.
     """
@@ -386,7 +386,7 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
         report = OrganiseReport()
         candidates = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
         for p in candidates:
-            from .frames import is_fits_path
+            from astrodart.frames.io import is_fits_path
             if not is_fits_path(p):
                 if p.suffix.lower() not in (".md", ".txt", ".json", ".jsonl"):
                     report.unclassified[str(p)] = "not a FITS file name (.fit/.fits/.fts[.gz])"
@@ -435,9 +435,9 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
 def _is_raw_copy(path: str) -> bool:
     """True for frames copied by data_organiser, False for files written by steps
     (which carry a step prefix such as 'trimmed_') or masters."""
-    from .steps import known_prefixes
+    from astrodart.pipeline.step import known_prefixes
     try:  # the stage modules register their step prefixes when imported
-        from . import first_stage  # noqa: F401
+        from astrodart import first_stage  # noqa: F401
     except ImportError:
         pass
     name = Path(path).name
@@ -521,6 +521,6 @@ def __getattr__(name):
     # image_combination lives in the stacking layer; imported lazily so that utils stays
     # importable while the combine engine loads its heavier dependencies.
     if name == "image_combination":
-        from .stacking import image_combination
+        from astrodart.combine.files import image_combination
         return image_combination
     raise AttributeError(name)

@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(REPO))
 
-from astrodart.core import astrometry as A
-from astrodart.core.sources import find_stars
-from astrodart.frames import find_fits, read_frame
-from astrodart.headers import FrameHeader
+from astrodart.astrometry import solve as A
+from astrodart.sources.stars import find_stars
+from astrodart.frames.io import find_fits, read_frame
+from astrodart.frames.header import FrameHeader
 from astrodart.second_stage import astrometry
 
 REFERENCE = SkyCoord(31.24850 * u.deg, 46.74113 * u.deg)

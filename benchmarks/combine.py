@@ -93,8 +93,8 @@ rss0 = psutil.Process().memory_info().rss
 t_import = time.perf_counter()
 if args["tool"] == "astrodart":
     sys.path.insert(0, args["repo"])
-    from astrodart.stacking import combine_files
-    import astrodart.core.combine  # noqa
+    from astrodart.combine.files import combine_files
+    import astrodart.combine.engine  # noqa
     rss0 = psutil.Process().memory_info().rss
     c0, t0 = time.process_time(), time.perf_counter()
     combine_files(args["files"], args["out"], args["method"], clipping="sigclip", sigma_low=3,

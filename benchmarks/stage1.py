@@ -273,7 +273,7 @@ def cr_quality(seed: int = 7) -> dict:
     import ccdproc
     from scipy import ndimage
 
-    from astrodart.core.cosmics import lacosmic
+    from astrodart.calibration.cosmics import lacosmic
     from conftest import SyntheticCamera
 
     cam = SyntheticCamera(ny=512, nx=512, seed=seed)
@@ -313,7 +313,7 @@ def cr_quality(seed: int = 7) -> dict:
 def sky_flatness(files) -> float:
     """RMS/mean of the sigma-clipped sky medians on an 8x8 grid of the median of the
     first 15 frames."""
-    from astrodart.frames import read_frame
+    from astrodart.frames.io import read_frame
 
     return _grid_flatness(np.median([read_frame(f).data for f in files[:15]], axis=0))
 
@@ -336,7 +336,7 @@ def night_report(data: Path, work: Path) -> dict:
         subtract_dark,
         trimmer,
     )
-    from astrodart.frames import read_frame, read_header
+    from astrodart.frames.io import read_frame, read_header
     from astrodart.utils import data_organiser, get_directory, header_tools, image_combination
 
     night = work / "uncal_data" / "180423"
@@ -489,7 +489,7 @@ def main(argv=None) -> int:
     warnings.simplefilter("ignore")
 
     from astrodart.first_stage import photon_transfer
-    from astrodart.frames import read_frame
+    from astrodart.frames.io import read_frame
 
     data = Path(args.data)
     if args.night_report:

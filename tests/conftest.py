@@ -254,7 +254,7 @@ def run_guide(guide_root):
     """
     import json
 
-    from astrodart.run_notebooks import run_notebook
+    from astrodart.ui.notebooks import run_notebook
 
     done = {}
 

@@ -1,9 +1,9 @@
 """Accuracy of the whole pipeline on a simulated night with known truth (issue 9).
 
-One night is simulated (:func:`astrodart.datasets.simulate_night`, fixed seed, the settings
-of :data:`astrodart.pipeline.SIMULATED_NIGHT`: a 51' field of M67 in B, V and R with a
+One night is simulated (:func:`astrodart.datasets.samples.simulate_night`, fixed seed, the settings
+of :data:`astrodart.pipeline.night.SIMULATED_NIGHT`: a 51' field of M67 in B, V and R with a
 transit injected into a V ~ 10 star) and reduced once, end to end, by
-:func:`astrodart.pipeline.reduce_night` — masters, calibration with cosmic-ray rejection,
+:func:`astrodart.pipeline.night.reduce_night` — masters, calibration with cosmic-ray rejection,
 offline plate solving, quality table, alignment, stacking, photometry and the transit fit.
 Each test checks one criterion of the issue against the truth the simulation recorded:
 
@@ -37,8 +37,8 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS, FITSFixedWarning
 
-from astrodart import pipeline
-from astrodart.datasets import load_truth, truth_wcs
+from astrodart.pipeline import night as pipeline
+from astrodart.datasets.samples import load_truth, truth_wcs
 
 SEED = 0
 

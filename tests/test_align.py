@@ -14,7 +14,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from astrodart.core.align import (
+from astrodart.alignment.match import (
     AlignmentError,
     AlignmentLimitError,
     AlignmentLimits,
@@ -30,8 +30,8 @@ from astrodart.core.align import (
     registration_offset,
     warp_to_reference,
 )
-from astrodart.frames import read_frame
-from astrodart.steps import FrameSkippedWarning
+from astrodart.frames.io import read_frame
+from astrodart.pipeline.step import FrameSkippedWarning
 from astrodart.third_stage_astrophotography import align, save_to_tiff, stack
 
 SHAPE = (300, 320)
@@ -366,7 +366,7 @@ def test_stack_ignores_footprints_and_drops_excluded_and_flagged_frames(tmp_path
     for k, off in enumerate([0.0, 1.0, 2.0, 100.0, 200.0]):
         from astropy.nddata import CCDData
 
-        from astrodart.frames import write_frame
+        from astrodart.frames.io import write_frame
 
         data = base + off
         mask = np.zeros(base.shape, bool)
@@ -394,7 +394,7 @@ def test_save_to_tiff_is_16_bit_invertible_and_top_up(tmp_path):
     import tifffile
     from astropy.nddata import CCDData
 
-    from astrodart.frames import write_frame
+    from astrodart.frames.io import write_frame
 
     data = np.linspace(-5, 1000, 40 * 50, dtype=np.float32).reshape(40, 50)
     data[3, 4] = np.nan

@@ -26,8 +26,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from datapaths import HATP27, HATP32, copy_night, require
 
-from astrodart.frames import read_frame
-from astrodart.steps import FrameSkippedWarning
+from astrodart.frames.io import read_frame
+from astrodart.pipeline.step import FrameSkippedWarning
 from astrodart.third_stage_astrophotography import align, stack
 from astrodart.utils import get_directory
 
@@ -36,18 +36,18 @@ TIMINGS: dict[str, float] = {}
 
 
 def fwhm_of(path) -> float:
-    """Median stellar FWHM (px) of a frame: astrodart.core.sources when present, else
+    """Median stellar FWHM (px) of a frame: astrodart.sources.stars when present, else
     photutils' Gaussian fits on isolated stars."""
     ccd = read_frame(path)
     mask = ~np.isfinite(ccd.data) | (ccd.mask if ccd.mask is not None else False)
     try:
-        from astrodart.core.sources import measure_fwhm
+        from astrodart.sources.stars import measure_fwhm
     except ImportError:
         measure_fwhm = None
     if measure_fwhm is not None:
         return float(measure_fwhm(np.nan_to_num(ccd.data), mask=mask, max_stars=15).fwhm)
-    from astrodart.core.align import detect_stars
-    from astrodart.core.color import estimate_fwhm
+    from astrodart.alignment.match import detect_stars
+    from astrodart.color.composite import estimate_fwhm
 
     data = np.nan_to_num(ccd.data - np.nanmedian(ccd.data))
     stars = detect_stars(data, mask, max_stars=40)

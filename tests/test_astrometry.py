@@ -23,10 +23,10 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 from datapaths import HATP27, HATP32, copy_night, require
 
-from astrodart.core import astrometry as A
-from astrodart.core.sources import find_stars
-from astrodart.frames import read_frame
-from astrodart.headers import FrameHeader
+from astrodart.astrometry import solve as A
+from astrodart.sources.stars import find_stars
+from astrodart.frames.io import read_frame
+from astrodart.frames.header import FrameHeader
 from astrodart.second_stage import (
     AstrometryFailedWarning,
     DS9NotInstalledWarning,

@@ -46,7 +46,7 @@ pytestmark = pytest.mark.browser
 CELLS = [
     (  # no %matplotlib widget: the widgets bring their own ipympl canvas
         "import numpy as np\n"
-        "from astrodart.widgets import combine_picker, frame_browser, region_picker, star_picker\n"
+        "from astrodart.ui.widgets import combine_picker, frame_browser, region_picker, star_picker\n"
         "rng = np.random.default_rng(1)\n"
         "img = rng.normal(1000.0, 10.0, (200, 300))\n"
         "yy, xx = np.mgrid[:200, :300]\n"

@@ -1,4 +1,4 @@
-"""Science core of stage 1 (astrodart.core.calibration / cosmics / detector) against
+"""Science core of stage 1 (astrodart.calibration.ccd / cosmics / detector) against
 synthetic frames of known truth (see conftest.SyntheticCamera)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from scipy import ndimage
 
-from astrodart.core import calibration as cal
-from astrodart.core import cosmics as crs
-from astrodart.core import detector as det
-from astrodart.core.calibration import CalibrationError
+from astrodart.calibration import ccd as cal
+from astrodart.calibration import cosmics as crs
+from astrodart.calibration import detector as det
+from astrodart.calibration.ccd import CalibrationError
 from conftest import SyntheticCamera
 
 

@@ -16,8 +16,8 @@ import pytest
 from astropy.nddata import CCDData
 from datapaths import M67, REPO, require
 
-from astrodart.core.align import detect_stars
-from astrodart.core.color import (
+from astrodart.alignment.match import detect_stars
+from astrodart.color.composite import (
     channel_fwhm,
     match_psf,
     neutralise_background,
@@ -27,7 +27,7 @@ from astrodart.core.color import (
     to_uint8,
     to_uint16,
 )
-from astrodart.frames import read_frame
+from astrodart.frames.io import read_frame
 from astrodart.third_stage_astrophotography import rgb_image
 
 ARTEFACTS = REPO / "benchmarks" / "_work" / "test_artefacts"
@@ -172,8 +172,8 @@ def test_rgb_image_rejects_unknown_options(channels):
 
 
 def test_show_draws_and_matplotlib_is_not_imported_by_the_module(channels):
-    code = ("import sys, astrodart.third_stage_astrophotography, astrodart.core.color, "
-            "astrodart.core.align; print('matplotlib' in sys.modules)")
+    code = ("import sys, astrodart.third_stage_astrophotography, astrodart.color.composite, "
+            "astrodart.alignment.match; print('matplotlib' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"
     import matplotlib

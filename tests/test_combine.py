@@ -1,4 +1,4 @@
-"""Tests of the memory-bounded combine engine (astrodart.core.combine, astrodart.stacking).
+"""Tests of the memory-bounded combine engine (astrodart.combine.engine, astrodart.combine.files).
 
 Accuracy is pinned against ccdproc.combine configured the same way, and against a
 per-pixel pure-Python reference where ccdproc differs by design (iterated clipping).
@@ -21,9 +21,9 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from datapaths import HATP27, REPO, require
 
-from astrodart.core.combine import MAD_TO_STD, Rejection, batcher_comparators, combine_band
-from astrodart.frames import FrameError, read_frame, write_frame
-from astrodart.stacking import combine_files, image_combination, plan_band_rows
+from astrodart.combine.engine import MAD_TO_STD, Rejection, batcher_comparators, combine_band
+from astrodart.frames.io import FrameError, read_frame, write_frame
+from astrodart.combine.files import combine_files, image_combination, plan_band_rows
 
 RTOL = 1e-5
 
@@ -392,7 +392,7 @@ _MEMORY_CHILD = r"""
 import json, sys
 import psutil
 sys.path.insert(0, sys.argv[1])
-from astrodart.stacking import combine_files
+from astrodart.combine.files import combine_files
 files, out, limit = json.loads(sys.argv[2])
 rss0 = psutil.Process().memory_info().rss
 combine_files(files, out, "median", clipping="sigclip", memory_limit=limit, threads=1)

@@ -24,9 +24,9 @@ from datapaths import HATP32, require
 from photutils.aperture import ApertureStats, CircularAnnulus, CircularAperture, aperture_photometry
 from photutils.centroids import centroid_2dg, centroid_sources
 
-from astrodart import datasets
-from astrodart.core import simulate as sim
-from astrodart.datasets import (
+from astrodart.datasets import samples as datasets
+from astrodart.datasets import simulate as sim
+from astrodart.datasets.samples import (
     SAMPLES,
     SampleDataNotFound,
     frame_truth_stars,
@@ -37,7 +37,7 @@ from astrodart.datasets import (
     simulate_night,
     truth_wcs,
 )
-from astrodart.headers import FrameHeader
+from astrodart.frames.header import FrameHeader
 from astrodart.utils import data_organiser
 
 #: A small night for the fast tests (determinism, overwrite, fallback).

@@ -12,7 +12,7 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 import astrodart.first_stage as fs
-from astrodart.core import detector as det
+from astrodart.calibration import detector as det
 from astrodart.first_stage import (
     CalibrationError,
     CalibrationWarning,
@@ -34,8 +34,8 @@ from astrodart.first_stage import (
     subtract_dark,
     trimmer,
 )
-from astrodart.frames import read_frame, read_header
-from astrodart.steps import FrameSkippedWarning
+from astrodart.frames.io import read_frame, read_header
+from astrodart.pipeline.step import FrameSkippedWarning
 from conftest import SyntheticCamera
 
 QUIET = dict(progress=False)
@@ -619,7 +619,7 @@ def test_nan_never_leaks_unreported(small):
     c.data[10, 10:13] = np.nan
     c.data[30, 30] = np.inf
     bad = str(tmp / "with_nan.fits")
-    from astrodart.frames import write_frame
+    from astrodart.frames.io import write_frame
 
     write_frame(c, bad)
     w = tmp / "nan"
@@ -676,7 +676,7 @@ def test_overscan_step_and_median_cosmics_step(small, tmp_path):
         c = read_frame(p)
         c.data[:, 56:] = 1000 + 0.1 * np.arange(64)[:, None]
         c.data[:, :56] += 0.1 * np.arange(64)[:, None]
-        from astrodart.frames import write_frame
+        from astrodart.frames.io import write_frame
 
         frames.append(str(write_frame(c, tmp_path / f"os_{i}.fits")))
     out = overscan_correction(

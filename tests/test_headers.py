@@ -8,8 +8,8 @@ import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 
-from astrodart.frames import FrameError, find_fits, is_fits_path, read_frame, write_frame
-from astrodart.headers import FrameHeader, MissingKeywordError, normalise_frame_type, normalise_name
+from astrodart.frames.io import FrameError, find_fits, is_fits_path, read_frame, write_frame
+from astrodart.frames.header import FrameHeader, MissingKeywordError, normalise_frame_type, normalise_name
 from datapaths import FEDER, HATP27, HATP32, M67, require
 
 

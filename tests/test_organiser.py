@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from astrodart.headers import FrameHeader
+from astrodart.frames.header import FrameHeader
 from astrodart.utils import data_organiser, get_directory, header_tools
 from datapaths import FEDER, HATP27, HATP32, copy_night
 

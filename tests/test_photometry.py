@@ -27,9 +27,9 @@ from astropy.time import Time, TimeDelta
 from astropy.wcs import WCS
 from scipy.special import erf
 
-from astrodart.core import photometry as cph
-from astrodart.core.photometry import PhotFlag
-from astrodart.frames import write_frame
+from astrodart.photometry import measure as cph
+from astrodart.photometry.measure import PhotFlag
+from astrodart.frames.io import write_frame
 from astrodart.third_stage_photometry import (
     InteractiveUnavailableError,
     PhotometryWarning,
@@ -371,7 +371,7 @@ def test_from_image_outside_a_notebook_says_what_to_do(night):
 
 def test_from_image_in_a_notebook_reads_the_picker(night, monkeypatch):
     """The notebook path with the widget replaced by a stub that 'clicked' stars 3, 1, 2."""
-    import astrodart.widgets as widgets
+    import astrodart.ui.widgets as widgets
 
     class StubPicker:
         def __init__(self, image, stars=None, **options):
@@ -416,8 +416,8 @@ def test_check_image_numbers_stars_brightest_first(night):
 def test_no_matplotlib_at_import():
     code = (
         "import sys, astrodart.third_stage_photometry as m; from astrodart.third_stage_photometry "
-        "import *; import astrodart.lightcurve_plot, astrodart.core.photometry, "
-        "astrodart.core.timing, astrodart.sites; print('matplotlib' in sys.modules)"
+        "import *; import astrodart.ui.lightcurve_plot, astrodart.photometry.measure, "
+        "astrodart.photometry.timing, astrodart.photometry.sites; print('matplotlib' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -440,7 +440,7 @@ def test_unknown_and_bad_arguments_are_rejected(night):
         )
     with pytest.raises(ValueError, match="save_data_dir"):
         photometry("pixel", "fwhm", files, ["V"], save_results=True)
-    from astrodart.sites import UnknownSiteError
+    from astrodart.photometry.sites import UnknownSiteError
 
     with pytest.raises(UnknownSiteError):
         photometry("pixel", "fwhm", files, ["V"], obs_location="Observatorio del Tiede")
@@ -536,7 +536,7 @@ def test_track_positions_follows_the_drift(night):
 
 
 def test_image_offset_by_phase_correlation(night):
-    from astrodart.frames import read_frame
+    from astrodart.frames.io import read_frame
 
     a = read_frame(night["files"][0]).data
     b = read_frame(night["files"][-1]).data

@@ -34,7 +34,7 @@ from astropy.table import Table
 from datapaths import HATP27, copy_night, require
 
 from astrodart.first_stage import correct_flatfield, master_frame, subtract_bias, subtract_dark
-from astrodart.headers import FrameHeader
+from astrodart.frames.header import FrameHeader
 from astrodart.third_stage_photometry import check_image, coordinates, photometry, track_stars
 
 pytestmark = pytest.mark.slow

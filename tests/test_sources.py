@@ -10,7 +10,7 @@ from astropy.io import fits
 from datapaths import HATP32, copy_night
 from scipy.special import erf
 
-from astrodart.core.sources import (
+from astrodart.sources.stars import (
     NoStarsWarning,
     find_stars,
     fit_stars,
@@ -20,7 +20,7 @@ from astrodart.core.sources import (
     saturation_level,
     sky_stats,
 )
-from astrodart.frames import read_frame
+from astrodart.frames.io import read_frame
 
 
 def _gaussian_pixels(px, py, x0, y0, fwhm):

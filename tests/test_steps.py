@@ -14,8 +14,8 @@ import pytest
 from astropy.io import fits
 from scipy import ndimage
 
-from astrodart.frames import read_frame
-from astrodart.steps import FrameSkippedWarning, Step, parse_overwrite
+from astrodart.frames.io import read_frame
+from astrodart.pipeline.step import FrameSkippedWarning, Step, parse_overwrite
 from datapaths import HATP27, require
 
 HERE = Path(__file__).resolve().parent
@@ -161,7 +161,7 @@ def test_pool_workers_run_one_library_thread_each():
     import astroscrappy.utils  # noqa: F401  (loads the OpenMP runtime in this process)
     import numpy  # noqa: F401
 
-    from astrodart.steps import make_executor
+    from astrodart.pipeline.step import make_executor
 
     pool, owned = make_executor(None, workers=2)
     try:

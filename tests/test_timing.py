@@ -16,8 +16,8 @@ from astropy import units as u
 from astropy.coordinates import AltAz, EarthLocation, SkyCoord
 from astropy.time import Time
 
-from astrodart.core import timing
-from astrodart.sites import (
+from astrodart.photometry import timing
+from astrodart.photometry.sites import (
     SITES,
     UnknownSiteError,
     find_site,

@@ -22,8 +22,9 @@ from astropy.table import Table
 from datapaths import HATP27, REPO, require
 from matplotlib.backend_bases import MouseEvent
 
-from astrodart import plotting, widgets
-from astrodart.core.calibration import trim
+from astrodart.ui import plotting
+from astrodart.ui import widgets
+from astrodart.calibration.ccd import trim
 
 # The arguments of image_combination that the combine picker may fill.
 IMAGE_COMBINATION_ARGS = {"combining_method", "clipping_method", "minclip", "maxclip", "nlow",
@@ -65,7 +66,7 @@ def science_files(n):
 # import hygiene and front-end detection
 # ---------------------------------------------------------------------------------------
 def test_astrodart_import_loads_no_gui_library():
-    code = ("import sys, astrodart, astrodart.widgets, astrodart.plotting\n"
+    code = ("import sys, astrodart, astrodart.ui.widgets, astrodart.ui.plotting\n"
             "bad = [m for m in ('matplotlib', 'ipywidgets', 'ipympl', 'photutils') "
             "if m in sys.modules]\n"
             "print(bad)")
@@ -78,7 +79,7 @@ def test_building_a_widget_keeps_the_notebook_backend():
     """Importing ipympl would switch pyplot to the widget backend; the widgets must not."""
     code = ("import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt\n"
             "import numpy as np\n"
-            "from astrodart.widgets import region_picker\n"
+            "from astrodart.ui.widgets import region_picker\n"
             "p = region_picker(np.zeros((20, 30)), interactive=True)\n"
             "print(matplotlib.get_backend(), type(p._fig.canvas).__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -2,7 +2,7 @@
 
 Every function takes its random numbers from a :class:`numpy.random.Generator` passed in
 by the caller, so a frame is a deterministic function of its arguments and seed. These
-are the pieces :func:`astrodart.datasets.simulate_night` assembles into a raw night, and
+are the pieces :func:`astrodart.datasets.samples.simulate_night` assembles into a raw night, and
 the pieces a test of another module uses to make one frame whose truth it knows::
 
     rng = np.random.default_rng(1)

@@ -40,7 +40,7 @@ def notebook_dir() -> Path:
         When astrodart is installed without its repository (the notebooks are not part of
         the wheel).
     """
-    d = Path(__file__).resolve().parents[1] / "notebooks"
+    d = Path(__file__).resolve().parents[2] / "notebooks"
     if not d.is_dir():
         raise FileNotFoundError(
             f"no notebooks/ folder next to the astrodart package ({d}); the guided notebooks "
@@ -85,7 +85,7 @@ def _environ(**values):
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    from .frames import atomic_output
+    from astrodart.frames.io import atomic_output
 
     with atomic_output(path) as tmp:
         tmp.write_bytes(data)
@@ -139,7 +139,7 @@ def run_notebook(name: str, root, out_dir=None, timeout: int = 3600,
     run = NotebookRun(path.stem, out / path.name)
     # the kernel must import the astrodart of this checkout (the one whose notebooks run),
     # not whatever an earlier or stale installation put on its path
-    checkout = str(Path(__file__).resolve().parents[1])
+    checkout = str(Path(__file__).resolve().parents[2])
     inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     pythonpath = os.pathsep.join([checkout] + inherited)
     try:
@@ -192,7 +192,7 @@ def write_summary(name: str, root=None, **values) -> Path:
     import numpy as np
 
     if root is None:
-        root = os.environ.get("ASTRODART_ROOT", Path(__file__).resolve().parents[1])
+        root = os.environ.get("ASTRODART_ROOT", Path(__file__).resolve().parents[2])
     out = Path(root) / "reduced_data" / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
 

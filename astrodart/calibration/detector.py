@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .calibration import CalibrationError, robust_std
+from astrodart.calibration.ccd import CalibrationError, robust_std
 
 __all__ = [
     "BAD_HOT",

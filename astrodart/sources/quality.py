@@ -2,7 +2,7 @@
 
 Build the table once, look at it, change the rules, keep the good frames::
 
-    from astrodart.quality import quality_table, flag_frames, QualityRules, good_files
+    from astrodart.sources.quality import quality_table, flag_frames, QualityRules, good_files
     table = quality_table(files)                      # measures every frame
     save_quality_table(table, "quality.ecsv")          # ECSV: units and metadata kept
     plot_quality(table, "quality.png")                 # matplotlib, imported only here
@@ -35,8 +35,8 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from . import __version__
-from .core.sources import (
+from astrodart import __version__
+from astrodart.sources.stars import (
     NoStarsWarning,
     estimate_background,
     match_star_lists,
@@ -44,9 +44,9 @@ from .core.sources import (
     saturation_level,
     sky_stats,
 )
-from .frames import atomic_output, read_frame
-from .headers import FrameHeader, HeaderValueError, MissingKeywordError
-from .steps import make_executor
+from astrodart.frames.io import atomic_output, read_frame
+from astrodart.frames.header import FrameHeader, HeaderValueError, MissingKeywordError
+from astrodart.pipeline.step import make_executor
 
 __all__ = [
     "QualityRules",
@@ -226,7 +226,7 @@ def quality_table(files: Sequence, *, rules: QualityRules | None = None,
     reference : str, optional
         Reference file for the transparency proxy (default: most detections).
     executor : None, str, int or Executor
-        As for :func:`astrodart.steps.make_executor` (``'serial'`` by default, ``None``
+        As for :func:`astrodart.pipeline.step.make_executor` (``'serial'`` by default, ``None``
         for a process pool over the cores).
     workers : int, optional
         Pool size.

@@ -15,7 +15,7 @@ resumes (outputs that exist are reused unless ``overwrite``), so a second call o
 same tree is quick.
 
 :func:`simulate_and_reduce` simulates a night with known truth
-(:func:`astrodart.datasets.simulate_night`, settings :data:`SIMULATED_NIGHT`), reduces it
+(:func:`astrodart.datasets.samples.simulate_night`, settings :data:`SIMULATED_NIGHT`), reduces it
 with :func:`reduce_night` and compares every product with the truth
 (:func:`compare_with_truth`: masters, plate solutions, stack FWHM, star fluxes, transit).
 :func:`simulated_night_report` is the main job's fallback when the real sample night is
@@ -57,7 +57,7 @@ __all__ = [
 
 log = logging.getLogger("astrodart")
 
-#: Options of :func:`astrodart.datasets.simulate_night` for the simulated night of the
+#: Options of :func:`astrodart.datasets.samples.simulate_night` for the simulated night of the
 #: main job and of the accuracy tests (over its defaults): a 512 x 512 px, 51' field of M67
 #: at 6"/px (plate-solvable with the Tycho-2 index files), 8 bias frames, 5 darks at 60 s
 #: and at 120 s, 5 dome flats per filter, 3 B (120 s) and 3 R (60 s) frames around a
@@ -103,7 +103,7 @@ class NightResult:
     astrometry : astropy.table.Table
         One row per frame: solved, backend, index, matched stars, rms, scale, reason.
     quality : astropy.table.Table
-        Per-frame quality (:func:`astrodart.quality.quality_table`), saved in
+        Per-frame quality (:func:`astrodart.sources.quality.quality_table`), saved in
         ``data_dir/quality/quality.ecsv``.
     reference_frame : str
         The frame every filter was aligned onto.
@@ -122,7 +122,7 @@ class NightResult:
     lightcurve : dict or None
         :meth:`astrodart.third_stage_photometry.photometry.run_multi_coord` result of the
         series filter (saved in ``data_dir/photometry/``).
-    transit : astrodart.core.photometry.TransitFit or None
+    transit : astrodart.photometry.measure.TransitFit or None
         Transit fit of the differential light curve.
     field_photometry : dict or None
         Large-aperture photometry of the target and comparisons in every filter (for
@@ -195,7 +195,7 @@ class _Clock:
 # ---------------------------------------------------------------------------------------
 def _calibration_masters(tree, engine: dict, overwrite: bool) -> dict:
     """Master bias, darks (bias-subtracted) and flats, all in electrons, and a bad-pixel map."""
-    from .first_stage import bad_pixel_map, calibration_chain, master_frame
+    from astrodart.first_stage import bad_pixel_map, calibration_chain, master_frame
 
     clip = ("average", "sigclip", 3.0, 3.0)
     bias_dir, bias_files = tree.bias()
@@ -225,7 +225,7 @@ def _calibration_masters(tree, engine: dict, overwrite: bool) -> dict:
 
 
 def _calibrate_science(tree, masters: dict, filters, cosmic_rays, engine, overwrite) -> list:
-    from .first_stage import calibration_chain
+    from astrodart.first_stage import calibration_chain
 
     dirs = []
     darks = [masters["dark"][t] for t in sorted(masters["dark"])]
@@ -263,8 +263,8 @@ def _kept_masters(calibration: dict, masters: dict) -> dict:
 def _saturation_electrons(saturation_adu: float, masters: dict, filters) -> float:
     """The raw saturation level (ADU) as a calibrated value (electrons): the lowest level a
     saturated pixel can show after bias subtraction and division by the normalised flat."""
-    from .core.calibration import flat_normalisation
-    from .first_stage import load_master
+    from astrodart.calibration.ccd import flat_normalisation
+    from astrodart.first_stage import load_master
 
     bias = load_master(masters["bias"])
     gain = float(bias.meta.get("ADGAIN") or bias.meta.get("GAIN") or 1.0)
@@ -284,9 +284,9 @@ def _pick_comparisons(reference: str, target: SkyCoord, n: int, saturation: floa
     """The ``n`` brightest detections of the reference frame (the sharpest of the night)
     whose peak stays below 3/4 of the saturation level, with no other detection within
     6 FWHM, away from the edges and not the target."""
-    from .frames import read_frame
-    from .second_stage import get_fwhm
-    from .third_stage_photometry import _frame_wcs
+    from astrodart.frames.io import read_frame
+    from astrodart.second_stage import get_fwhm
+    from astrodart.third_stage_photometry import _frame_wcs
 
     fw = get_fwhm([reference], saturation=saturation)
     fwhm = fw.estimate_fwhm()[0]
@@ -314,7 +314,7 @@ def _pick_comparisons(reference: str, target: SkyCoord, n: int, saturation: floa
 
 def _photometry(files: dict, filters, target, comparisons, saturation, factors, out_dir,
                 stem, date, name):
-    from .third_stage_photometry import photometry
+    from astrodart.third_stage_photometry import photometry
 
     step = photometry("sky", "fwhm", [files[f] for f in filters], list(filters),
                       target_coord=target, comparison_coord=comparisons,
@@ -386,13 +386,13 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
     ValueError
         Unknown filter, or no usable comparison stars.
     """
-    from .first_stage import finalize_stage1
-    from .steps import process_pool
-    from .headers import FrameHeader
-    from .quality import quality_table, save_quality_table
-    from .second_stage import get_fwhm
-    from .third_stage_astrophotography import align, stack
-    from .utils import data_organiser, get_directory
+    from astrodart.first_stage import finalize_stage1
+    from astrodart.pipeline.step import process_pool
+    from astrodart.frames.header import FrameHeader
+    from astrodart.sources.quality import quality_table, save_quality_table
+    from astrodart.second_stage import get_fwhm
+    from astrodart.third_stage_astrophotography import align, stack
+    from astrodart.utils import data_organiser, get_directory
 
     from astropy.table import vstack
 
@@ -496,7 +496,7 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
 def _solve_frames(data_dir: str, files: list, fwhm: float, overwrite: bool) -> Table:
     """Plate-solve frames with :class:`astrodart.second_stage.astrometry` (offline), in a
     worker; returns its table."""
-    from .second_stage import astrometry
+    from astrodart.second_stage import astrometry
 
     step = astrometry(data_dir, files, None, fwhm, overwrite=overwrite)
     step.run()
@@ -505,8 +505,8 @@ def _solve_frames(data_dir: str, files: list, fwhm: float, overwrite: bool) -> T
 
 def _masters_from_calibration(calibration: dict) -> dict:
     """Masters of a finalized night found again in ``calibration/``."""
-    from .frames import read_header
-    from .headers import FrameHeader
+    from astrodart.frames.io import read_header
+    from astrodart.frames.header import FrameHeader
 
     out = {"bias": None, "dark": {}, "flat": {}, "badpixel": None}
     for name, path in sorted(calibration.items()):
@@ -523,7 +523,7 @@ def _masters_from_calibration(calibration: dict) -> dict:
 
 def _reference_frame(quality: Table, files: list) -> str:
     """The good frame of the series with the sharpest stars."""
-    from .quality import good_files
+    from astrodart.sources.quality import good_files
 
     good = set(good_files(quality))
     rows = [r for r in quality if r["file"] in files and r["file"] in good
@@ -568,7 +568,7 @@ def _light_curve(result: NightResult, target_coord, comparisons, transit_guess,
 # ---------------------------------------------------------------------------------------
 def _truth_key(path, truth: dict) -> str:
     """The raw frame name (key of ``truth['frames']``) a product was made from."""
-    from .frames import strip_fits_suffix
+    from astrodart.frames.io import strip_fits_suffix
 
     stem = strip_fits_suffix(Path(str(path)).name)
     for key in truth["frames"]:
@@ -581,8 +581,8 @@ def _truth_key(path, truth: dict) -> str:
 def _rows_masters(result: NightResult, truth: dict, maps) -> list[dict]:
     """Each master minus the truth in the reduction's units, against the noise expected
     of an average of N frames (read noise, quantisation, dark and photon noise)."""
-    from .core.calibration import flat_normalisation
-    from .first_stage import load_master
+    from astrodart.calibration.ccd import flat_normalisation
+    from astrodart.first_stage import load_master
 
     cam = truth["camera"]
     gain, ron2 = cam["gain"], cam["read_noise"] ** 2 + cam["gain"] ** 2 / 12.0
@@ -654,8 +654,8 @@ def _rows_astrometry(result: NightResult, truth: dict) -> list[dict]:
     """Solved WCS against the true WCS over a 5 x 5 grid of pixels spanning each frame."""
     from astropy.wcs import WCS, FITSFixedWarning
 
-    from .datasets import truth_wcs
-    from .frames import read_header
+    from astrodart.datasets.samples import truth_wcs
+    from astrodart.frames.io import read_header
 
     ny, nx = truth["camera"]["shape"]
     gx, gy = np.meshgrid(np.linspace(0, nx - 1, 5), np.linspace(0, ny - 1, 5))
@@ -685,7 +685,7 @@ def _rows_astrometry(result: NightResult, truth: dict) -> list[dict]:
 
 def _mean_profile_fwhm(fwhms, beta: float) -> float:
     """FWHM (px) of the average of unit-flux Moffat profiles of the given FWHMs."""
-    from .core.simulate import moffat_alpha
+    from astrodart.datasets.simulate import moffat_alpha
 
     r = np.linspace(0.0, 4.0 * max(fwhms), 40001)
     prof = np.zeros_like(r)
@@ -697,7 +697,7 @@ def _mean_profile_fwhm(fwhms, beta: float) -> float:
 
 def _rows_stacks(result: NightResult, truth: dict) -> list[dict]:
     """Stack FWHM against the true image FWHM (seeing and optics) of the frames stacked."""
-    from .frames import read_header
+    from astrodart.frames.io import read_header
 
     rows = []
     beta = truth["camera"]["beta"]
@@ -735,7 +735,7 @@ def _moffat_in_circle(dx, dy, radius: float, alpha: float, beta: float,
 def _annulus_sky_bias(x, y, r_in, r_out, sx, sy, sflux, alpha, beta, noise, rng) -> float:
     """How much the stars ``(sx, sy, sflux)`` raise the sky level measured in the annulus
     ``r_in .. r_out`` around ``(x, y)``: the annulus pixels (centres inside it, as
-    :func:`astrodart.core.photometry.aperture_photometry_ccd` takes them) are given the
+    :func:`astrodart.photometry.measure.aperture_photometry_ccd` takes them) are given the
     stars' Moffat light and Gaussian noise of the measured sky scatter, and the same
     3-sigma clipped median is taken with and without the stars."""
     from astropy.stats import sigma_clip
@@ -769,9 +769,9 @@ def star_flux_residuals(result: NightResult, truth: dict, maps) -> Table:
     """Measured field-star fluxes against the truth, one row per star and frame.
 
     The truth is what the measurement should give: the star's true flux
-    (:func:`astrodart.datasets.frame_truth_stars`: electrons at the detector before the
+    (:func:`astrodart.datasets.samples.frame_truth_stars`: electrons at the detector before the
     flat-field response) x the flat's normalisation (calibrated = true flux x the central
-    level of the true response, :func:`astrodart.core.calibration.flat_normalisation`) x the
+    level of the true response, :func:`astrodart.calibration.ccd.flat_normalisation`) x the
     fraction of its true profile (Moffat, the frame's true FWHM) inside the aperture, plus
     the neighbours' light inside the aperture, less what the star's own wings and its
     neighbours add to the sky level of the annulus (the clipped median of the annulus
@@ -786,7 +786,7 @@ def star_flux_residuals(result: NightResult, truth: dict, maps) -> Table:
     result : NightResult
         With ``field_photometry``.
     truth : dict
-        :func:`astrodart.datasets.load_truth`.
+        :func:`astrodart.datasets.samples.load_truth`.
     maps : mapping
         Truth maps (``FLAT_<filter>``).
 
@@ -797,9 +797,9 @@ def star_flux_residuals(result: NightResult, truth: dict, maps) -> Table:
         (expected measurement), ``neighbours`` (their modelled share of it), ``sigma``
         (total), ``z`` = (flux - true_flux) / sigma, ``used``.
     """
-    from .core.calibration import flat_normalisation
-    from .core.simulate import moffat_alpha
-    from .datasets import frame_truth_stars
+    from astrodart.calibration.ccd import flat_normalisation
+    from astrodart.datasets.simulate import moffat_alpha
+    from astrodart.datasets.samples import frame_truth_stars
 
     res = result.field_photometry
     beta = truth["camera"]["beta"]
@@ -866,7 +866,7 @@ def _rows_transit(result: NightResult, truth: dict) -> list[dict]:
     from astropy.coordinates import EarthLocation
     from astropy.time import Time
 
-    from .core import timing
+    from astrodart.photometry import timing
 
     tr = truth["transit"]
     if tr is None or result.transit is None:
@@ -895,10 +895,10 @@ def compare_with_truth(result: NightResult, truth=None) -> Table:
     Parameters
     ----------
     result : NightResult
-        :func:`reduce_night` of a night written by :func:`astrodart.datasets.simulate_night`
+        :func:`reduce_night` of a night written by :func:`astrodart.datasets.samples.simulate_night`
         (with ``target_coord`` the transit star).
     truth : dict or str or pathlib.Path, optional
-        :func:`astrodart.datasets.load_truth` or the folder / file; default
+        :func:`astrodart.datasets.samples.load_truth` or the folder / file; default
         ``result.root/truth.json``. The per-pixel maps are read from the file it names
         (``truth_maps.fits`` beside it).
 
@@ -914,7 +914,7 @@ def compare_with_truth(result: NightResult, truth=None) -> Table:
     """
     from astropy.io import fits
 
-    from .datasets import TRUTH_MAPS, load_truth
+    from astrodart.datasets.samples import TRUTH_MAPS, load_truth
 
     where = Path(truth) if isinstance(truth, (str, os.PathLike)) else result.root
     if not isinstance(truth, dict):
@@ -980,7 +980,7 @@ def simulate_and_reduce(root, seed: int = 0, *, simulate_options=None,
         Seed of the simulated night (ignored when ``root/truth.json`` already exists: that
         night is reduced again, resuming what was done).
     simulate_options : dict, optional
-        Options of :func:`astrodart.datasets.simulate_night` over :data:`SIMULATED_NIGHT`.
+        Options of :func:`astrodart.datasets.samples.simulate_night` over :data:`SIMULATED_NIGHT`.
     **reduce_options
         Passed to :func:`reduce_night` (default ``saturation``: the camera's raw saturation
         level from the truth, as a user would take it from the camera's data sheet; the
@@ -994,7 +994,7 @@ def simulate_and_reduce(root, seed: int = 0, *, simulate_options=None,
     table : astropy.table.Table
         :func:`compare_with_truth`; ``table.meta['made']`` is ``'simulated'`` or ``'found'``.
     """
-    from .datasets import load_truth, simulate_night
+    from astrodart.datasets.samples import load_truth, simulate_night
 
     root = Path(root)
     t0 = time.perf_counter()
@@ -1026,7 +1026,7 @@ def simulated_night_report(root, seed: int = 0, *, simulate_options=None,
     seed : int
         Seed of the simulated night.
     simulate_options : dict, optional
-        Options of :func:`astrodart.datasets.simulate_night` over :data:`SIMULATED_NIGHT`.
+        Options of :func:`astrodart.datasets.samples.simulate_night` over :data:`SIMULATED_NIGHT`.
     **reduce_options
         Passed to :func:`reduce_night`.
 
@@ -1037,7 +1037,7 @@ def simulated_night_report(root, seed: int = 0, *, simulate_options=None,
         the transit fit and the time per stage. The table is also written to
         ``<data_dir>/truth_comparison.txt`` and ``.ecsv``.
     """
-    from .datasets import load_truth
+    from astrodart.datasets.samples import load_truth
 
     root = Path(root)
     t_start = time.perf_counter()
@@ -1051,7 +1051,7 @@ def simulated_night_report(root, seed: int = 0, *, simulate_options=None,
             f"on {truth['date']}, {sum(truth['counts'].values())} raw frames in "
             f"{root / 'uncal_data' / truth['night']}; truth in {root / 'truth.json'})\n"
             f"{'simulated and ' if table.meta['made'] == 'simulated' else ''}reduced with "
-            f"astrodart.pipeline.reduce_night in {seconds:.0f} s; "
+            f"astrodart.pipeline.night.reduce_night in {seconds:.0f} s; "
             f"products in {result.data_dir}\n")
     return (head + "\n" + text + f"\n(table saved in {result.data_dir / 'truth_comparison'}"
             ".txt and .ecsv)\n\n" + result.summary())
@@ -1072,7 +1072,7 @@ def save_comparison(table: Table, stem) -> tuple[Path, Path]:
     (pathlib.Path, pathlib.Path)
         The text and ECSV files.
     """
-    from .frames import atomic_output
+    from astrodart.frames.io import atomic_output
 
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)

@@ -44,8 +44,8 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.utils.exceptions import AstropyUserWarning
 
-from . import __version__
-from .frames import read_frame, remove_stale_temporaries, strip_fits_suffix, write_frame
+from astrodart import __version__
+from astrodart.frames.io import read_frame, remove_stale_temporaries, strip_fits_suffix, write_frame
 
 __all__ = [
     "Step",

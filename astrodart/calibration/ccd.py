@@ -62,7 +62,7 @@ __all__ = [
 log = logging.getLogger("astrodart")
 
 #: Header keywords written by this module (all ours; instrument keywords are read
-#: through :class:`astrodart.headers.FrameHeader` by the callers).
+#: through :class:`astrodart.frames.header.FrameHeader` by the callers).
 KW_PEDESTAL_VAR = "ADPEDVAR"  # Poisson variance still includes the bias pedestal
 KW_GAIN_USED = "ADGAIN"  # gain (e-/ADU) used for the uncertainty / gain correction
 KW_RON_USED = "ADRDNOIS"  # read noise (e-) used for the uncertainty plane

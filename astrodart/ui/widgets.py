@@ -17,7 +17,7 @@ on it, then read its value in the *next* cell (a cell's code runs before the use
 click, so the value must not be read in the cell that shows the widget)::
 
     # cell 1
-    from astrodart.widgets import region_picker
+    from astrodart.ui.widgets import region_picker
     picker = region_picker(bias_files[0], default='[1:1024,1:1024]')
     picker                                   # shows the image and the section box
 
@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from .plotting import as_positions, image_array, mark_stars, show_image, zscale_limits
+from astrodart.ui.plotting import as_positions, image_array, mark_stars, show_image, zscale_limits
 
 __all__ = [
     "frontend_available",
@@ -104,7 +104,7 @@ def frontend_available() -> bool:
 def _image_shape(image: Any) -> tuple[int, int]:
     """``(ny, nx)`` of an image; a FITS path is measured from its header only."""
     if isinstance(image, (str, Path)):
-        from .headers import shape_of
+        from astrodart.frames.header import shape_of
 
         return shape_of(image)
     if isinstance(image, tuple) and len(image) == 2 and all(isinstance(v, int) for v in image):
@@ -252,7 +252,7 @@ def section_bounds(section: str, shape: tuple[int, int]) -> tuple[int, int, int,
     ----------
     section : str
         ``'[x1:x2,y1:y2]'``, 1-based, inclusive, x (columns) first; ``*`` is a whole
-        axis. The same syntax :func:`astrodart.core.calibration.parse_section` (and so
+        axis. The same syntax :func:`astrodart.calibration.ccd.parse_section` (and so
         ``trimmer``) accepts.
     shape : (int, int)
         ``(ny, nx)`` of the frame.
@@ -268,7 +268,7 @@ def section_bounds(section: str, shape: tuple[int, int]) -> tuple[int, int, int,
         A malformed section, a reversed or empty range, or a range outside the frame;
         the message shows the expected form and the frame size.
     """
-    from .core.calibration import parse_section
+    from astrodart.calibration.ccd import parse_section
 
     rows, cols = parse_section(section, shape)
     return cols.start + 1, cols.stop, rows.start + 1, rows.stop
@@ -803,9 +803,9 @@ def combine_picker(combining_method: str = "median", clipping_method: str | None
 # ---------------------------------------------------------------------------------------
 def _detect_stars(data: np.ndarray, fwhm: float, threshold: float, max_stars: int) -> np.ndarray:
     """Positions ``(n, 2)`` of the brightest stars, brightest first, found by
-    :func:`astrodart.core.sources.find_stars` (the detection behind ``check_image``, so
+    :func:`astrodart.sources.stars.find_stars` (the detection behind ``check_image``, so
     the numbers agree with its plot for the same FWHM and threshold)."""
-    from .core.sources import find_stars
+    from astrodart.sources.stars import find_stars
 
     table = find_stars(np.asarray(data, float), fwhm=fwhm, threshold=threshold,
                        max_stars=max_stars)
@@ -829,7 +829,7 @@ class StarPicker(_Widget):
         Star positions, 0-based pixel ``(x, y)``, as an ``(n, 2)`` array or a table
         with ``xcentroid``/``ycentroid`` or ``x``/``y`` columns (e.g. from
         ``check_image``). Detected on ``image`` when None
-        (:func:`astrodart.core.sources.find_stars`, brightest first).
+        (:func:`astrodart.sources.stars.find_stars`, brightest first).
     target : int, optional
         Initial (and headless) target number.
     comparisons : sequence of int
@@ -1189,7 +1189,7 @@ class FrameBrowser(_Widget):
     ----------
     files : sequence of path (or CCDData / arrays), or a quality table
         The frames, read one at a time when shown (a few are cached). A table with a
-        ``file`` column (e.g. from :func:`astrodart.quality.quality_table`) gives both
+        ``file`` column (e.g. from :func:`astrodart.sources.quality.quality_table`) gives both
         the files and their quality values.
     quality : dict or table, optional
         Quality values per frame: ``{file: {metric: value}}`` (file paths or names),
@@ -1199,7 +1199,7 @@ class FrameBrowser(_Widget):
     flagged : iterable of int or path, optional
         Frames flagged from the start (indices or file paths/names); this is also the
         headless result. By default the frames whose quality ``good`` value is False
-        (the verdict of :func:`astrodart.quality.quality_table`), else none.
+        (the verdict of :func:`astrodart.sources.quality.quality_table`), else none.
     interactive : bool, optional
         Build the widget, never, or decide by :func:`frontend_available` (None).
     figsize : (float, float), optional

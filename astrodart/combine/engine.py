@@ -2,7 +2,7 @@
 
 The engine works on one *band* of the stack at a time: a 3-D array of shape
 ``(nframes, ny, nx)`` (``ny`` may be a few rows of the full frames) in which NaN marks
-a missing value (masked, NaN or infinite input). :mod:`astrodart.stacking` reads the
+a missing value (masked, NaN or infinite input). :mod:`astrodart.combine.files` reads the
 band from the files and calls :func:`combine_band`; no file I/O or printing happens here.
 
 Why our own numerics instead of :func:`ccdproc.combine`

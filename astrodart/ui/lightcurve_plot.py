@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.photometry import TransitFit, bin_light_curve
+from astrodart.photometry.measure import TransitFit, bin_light_curve
 
 __all__ = ["plot_light_curve"]
 

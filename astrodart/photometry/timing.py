@@ -47,7 +47,7 @@ def _check_target_location(target, location) -> None:
     if not isinstance(location, EarthLocation):
         raise TypeError(
             "location must be an astropy EarthLocation (see "
-            f"astrodart.sites.site_location), got {type(location).__name__}"
+            f"astrodart.photometry.sites.site_location), got {type(location).__name__}"
         )
 
 

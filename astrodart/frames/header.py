@@ -31,7 +31,7 @@ from astropy.coordinates import Angle, EarthLocation, SkyCoord
 from astropy.io import fits
 from astropy.time import Time, TimeDelta
 
-from .frames import read_header
+from astrodart.frames.io import read_header
 
 __all__ = [
     "FRAME_TYPES",
@@ -143,7 +143,7 @@ class FrameHeader:
 
     @classmethod
     def from_file(cls, path) -> "FrameHeader":
-        """Read the image header of ``path`` (see :func:`astrodart.frames.read_header`)."""
+        """Read the image header of ``path`` (see :func:`astrodart.frames.io.read_header`)."""
         return cls(read_header(path), path)
 
     # -- helpers -------------------------------------------------------------------

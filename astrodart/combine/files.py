@@ -1,7 +1,7 @@
 """Layer 3: combine FITS files into a master frame, band by band, within a memory limit.
 
 :func:`combine_files` reads every input once, in bands of rows whose size follows from
-``memory_limit``, combines each band with :func:`astrodart.core.combine.combine_band`
+``memory_limit``, combines each band with :func:`astrodart.combine.engine.combine_band`
 and writes the result atomically. :class:`image_combination` is the AstroDART-compatible
 stage built on it (``from astrodart.utils import image_combination``).
 
@@ -13,7 +13,7 @@ How the inputs are read
   decompressed once, front to back, never seeked backwards). Nothing is memory-mapped,
   so the page cache never counts against the process's resident memory.
 * Tile-compressed images (``CompImageHDU``) are read through astropy's ``section``.
-* A ``MASK`` extension (as written by :func:`astrodart.frames.write_frame`) is streamed
+* A ``MASK`` extension (as written by :func:`astrodart.frames.io.write_frame`) is streamed
   the same way from a second handle; masked values, NaN, +/-inf and integer ``BLANK``
   values are missing values: excluded, and not counted as rejected.
 * Before any pixel is read, every file's headers are checked (shape, unit, image HDU):
@@ -47,9 +47,9 @@ import numpy as np
 from astropy import units as u
 from astropy.io import fits
 
-from . import __version__
-from .core.combine import METHODS, CombineResult, Rejection, combine_band
-from .frames import (
+from astrodart import __version__
+from astrodart.combine.engine import METHODS, CombineResult, Rejection, combine_band
+from astrodart.frames.io import (
     FrameError,
     _unit_from_header,
     image_hdu_index,
@@ -57,7 +57,7 @@ from .frames import (
     read_header,
     write_hdulist,
 )
-from .steps import find_log_path, log_event, parse_overwrite
+from astrodart.pipeline.step import find_log_path, log_event, parse_overwrite
 
 __all__ = [
     "CLIPPING_NAMES",
@@ -555,12 +555,12 @@ def combine_files(
         FITS file written atomically: primary HDU = combined image (``dtype``), ``UNCERT``
         = standard error of each combined value, ``MASK`` (uint8, 1 where no value was
         left), ``NREJECT`` (int16, values rejected per pixel). Readable with
-        :func:`astrodart.frames.read_frame` and ``CCDData.read``.
+        :func:`astrodart.frames.io.read_frame` and ``CCDData.read``.
     method : {'median', 'average', 'sum', 'weighted', 'scaled'}
         'weighted' is the average weighted by ``weights``; 'scaled' is the average of the
         frames multiplied by ``scale`` (default: each frame's inverse median, which
         normalises flats to 1). ``scale`` may also be used with the other methods.
-        Uncertainties: see :mod:`astrodart.core.combine`.
+        Uncertainties: see :mod:`astrodart.combine.engine`.
     clipping : str, sequence of str or None
         'sigclip', 'extrema_clipping', 'minmax' (several may be listed; applied in the
         order minmax, extrema_clipping, sigclip), or None for no rejection.

@@ -45,7 +45,7 @@ def image_array(image: Any) -> np.ndarray:
     Parameters
     ----------
     image : str, pathlib.Path, CCDData, astropy.io.fits HDU or array-like
-        A FITS file (read with :func:`astrodart.frames.read_frame`), a frame in
+        A FITS file (read with :func:`astrodart.frames.io.read_frame`), a frame in
         memory, or a 2-D array of shape ``(ny, nx)``.
 
     Returns
@@ -58,11 +58,11 @@ def image_array(image: Any) -> np.ndarray:
     ------
     ValueError
         The image is not two-dimensional.
-    astrodart.frames.FrameError
+    astrodart.frames.io.FrameError
         A path that is missing or not a readable FITS file.
     """
     if isinstance(image, (str, Path)):
-        from .frames import read_frame
+        from astrodart.frames.io import read_frame
 
         data = read_frame(image).data
     elif hasattr(image, "data") and not isinstance(image, np.ndarray):
@@ -290,7 +290,7 @@ def show_thumbnails(images: Sequence[Any], titles: Sequence[str] | None = None, 
         Colour map.
     flagged : sequence of int, optional
         Indices of frames drawn with a red frame and a "flagged" mark (e.g. frames
-        rejected in :func:`astrodart.widgets.frame_browser`).
+        rejected in :func:`astrodart.ui.widgets.frame_browser`).
 
     Returns
     -------

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .align import detect_stars, estimate_background
+from astrodart.alignment.match import detect_stars, estimate_background
 
 __all__ = [
     "STRETCHES",
@@ -72,7 +72,7 @@ def neutralise_background(r, g, b, mask=None, box_size: int = 64
     mask : (ny, nx) bool array_like, optional
         True marks invalid pixels (ignored in the sky estimate, kept as NaN).
     box_size : int
-        Sky box size, pixels (see :func:`astrodart.core.align.estimate_background`);
+        Sky box size, pixels (see :func:`astrodart.alignment.match.estimate_background`);
         it should be several times larger than the stars.
 
     Returns
@@ -201,7 +201,7 @@ def select_field_stars(r, g, b, mask=None, saturation=None, max_stars: int = 200
     """Isolated, unsaturated stars seen in all three channels, for colour work.
 
     Stars are detected on the sum of the noise-normalised channels
-    (:func:`astrodart.core.align.detect_stars`); those near an edge or an invalid pixel,
+    (:func:`astrodart.alignment.match.detect_stars`); those near an edge or an invalid pixel,
     with a brighter neighbour within 4 FWHM, or reaching ``saturation`` in any channel
     are dropped.
 

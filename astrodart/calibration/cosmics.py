@@ -30,7 +30,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from scipy import ndimage
 
-from .calibration import CalibrationError
+from astrodart.calibration.ccd import CalibrationError
 
 __all__ = [
     "background_maps",
@@ -352,7 +352,7 @@ def lacosmic(
     import astroscrappy
     import astroscrappy.utils  # also loads the OpenMP runtime before we look for it
 
-    from .calibration import repair_pixels
+    from astrodart.calibration.ccd import repair_pixels
 
     if gain is None or not gain > 0:
         raise CalibrationError(f"gain {gain!r} not usable for cosmic-ray detection")
@@ -525,7 +525,7 @@ def median_cosmics(
     """
     import ccdproc
 
-    from .calibration import repair_pixels
+    from astrodart.calibration.ccd import repair_pixels
 
     a = np.ascontiguousarray(np.nan_to_num(np.asarray(data, np.float32)))
     bad = None if mask is None else np.asarray(mask, bool)

@@ -24,7 +24,7 @@ stars with their fluxes, and a transit injected into one star's light curve; the
 per-pixel bias, dark current and flat responses go to ``dest/truth_maps.fits``. The stars
 are real: Tycho-2 positions and VT magnitudes shipped in ``astrodart/data/`` (see
 :func:`load_catalogue` and ``astrodart/data/README.md``). The pixel-level physics lives
-in :mod:`astrodart.core.simulate`.
+in :mod:`astrodart.datasets.simulate`.
 
 :func:`get_night` gives the real HAT-P-27b night when it can be had and the simulated
 night otherwise, and says which.
@@ -53,8 +53,8 @@ from astropy.table import Table
 from astropy.time import Time, TimeDelta
 from astropy.wcs import WCS
 
-from .core import simulate as sim
-from .frames import atomic_output, find_fits
+from astrodart.datasets import simulate as sim
+from astrodart.frames.io import atomic_output, find_fits
 
 __all__ = [
     "CATALOGUE_PATH",
@@ -130,7 +130,7 @@ class SampleDataNotFound(FileNotFoundError):
 def _default_search_dirs() -> list[Path]:
     """Places searched after ``ASTRODART_SAMPLE_DATA``: ``shared/data`` beside the checkout
     holding this package, beside the current directory, and under it."""
-    here = Path(__file__).resolve().parents[1]       # the checkout holding astrodart/
+    here = Path(__file__).resolve().parents[2]       # the checkout holding astrodart/
     return [here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data",
             Path.cwd() / "shared" / "data"]
 
@@ -144,7 +144,7 @@ def _candidates() -> list[Path]:
 
 
 #: Pinned public sources of the real samples (raw URLs and sha256 of every file).
-SAMPLE_SOURCES_PATH = Path(__file__).resolve().parent / "data" / "sample_sources.json"
+SAMPLE_SOURCES_PATH = Path(__file__).resolve().parents[1] / "data" / "sample_sources.json"
 
 
 def _sample_sources() -> dict:
@@ -318,7 +318,7 @@ def sample_night(name: str, dest) -> Path:
 # The star catalogue shipped with the package
 # =======================================================================================
 #: The shipped catalogue: real Tycho-2 stars around M67 (see astrodart/data/README.md).
-CATALOGUE_PATH = Path(__file__).resolve().parent / "data" / "m67_tycho2.ecsv"
+CATALOGUE_PATH = Path(__file__).resolve().parents[1] / "data" / "m67_tycho2.ecsv"
 
 #: File beside ``truth.json`` holding the per-pixel truth of a simulated night's camera
 #: (extensions BIAS in ADU, DARK in e-/s, FLAT_<filter> with mean 1).
@@ -951,7 +951,7 @@ class _Night:
             h["RA"] = (ra_m, "[hms J2000] telescope right ascension")
             h["DEC"] = (dec_m, "[dms J2000] telescope declination")
             h["AIRMASS"] = (round(self.airmass(spec.start), 4), "airmass at start of exposure")
-        h["SWCREATE"] = ("astrodart.datasets.simulate_night", "software that wrote the file")
+        h["SWCREATE"] = ("astrodart.datasets.samples.simulate_night", "software that wrote the file")
         h["COMMENT"] = "Simulated frame with known truth: see truth.json beside uncal_data/."
         return h
 
@@ -1276,9 +1276,9 @@ def _truth(night: _Night, done, seed, date, night_dir: Path, series_filter, para
     if night.transit is not None:
         transit = {k: v for k, v in night.transit.items()}
         transit["t0_jd"] = _r(transit["t0_jd"], 8)
-    from . import __version__
+    from astrodart import __version__
     return {
-        "generator": "astrodart.datasets.simulate_night", "astrodart_version": __version__,
+        "generator": "astrodart.datasets.samples.simulate_night", "astrodart_version": __version__,
         "seed": seed, "parameters": params, "night": night_dir.name, "date": date,
         "target": night.target, "pointing_radec": list(night.centre),
         "series_filter": series_filter,
@@ -1350,7 +1350,7 @@ def load_truth(path) -> dict:
     if p.is_dir():
         p = p / "truth.json"
     if not p.exists():
-        raise FileNotFoundError(f"{p}: no truth.json (made by astrodart.datasets.simulate_night)")
+        raise FileNotFoundError(f"{p}: no truth.json (made by astrodart.datasets.samples.simulate_night)")
     return json.loads(p.read_text())
 
 

@@ -1,0 +1,1 @@
+"""Layer 2: colour composites: background neutralisation, PSF matching, star colour balance, stretches."""

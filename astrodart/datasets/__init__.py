@@ -1,0 +1,1 @@
+"""Sample nights (locator, download, cache) and the one night simulator with known truth."""

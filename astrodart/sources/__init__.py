@@ -1,0 +1,1 @@
+"""Layer 2: star detection, background, FWHM/PSF and the per-frame quality table."""

@@ -1,0 +1,1 @@
+"""Layer 5: notebook widgets, plots and the headless notebook runner."""
