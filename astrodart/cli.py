@@ -29,6 +29,11 @@ def prepare_sample_night(root) -> tuple[str, str]:
     'dome_flat') and wrote no OBJECT; both are fixed with explicit, logged header
     edits on the copies in ``root/uncal_data`` (the shared originals are untouched).
 
+    Parameters
+    ----------
+    root : str or pathlib.Path
+        Project folder; the night goes to ``root/uncal_data/180423/``.
+
     Returns
     -------
     data_dir : str
@@ -129,9 +134,11 @@ def demo(root, notebooks=True, simulated=False) -> int:
 def demo_simulated(root) -> int:
     """Simulate a night under ``root`` (unless one is there), reduce it in plain Python and
     print truth vs measured; the exit code is 1 if a check of the table failed."""
-    from astrodart.pipeline import night as pipeline
+    from astrodart.pipeline.night import NIGHT_STEPS
+    from astrodart.pipeline.simulated import simulated_night_report
+    from astrodart.ui.lightcurve_plot import LIGHTCURVE_FIGURE
 
-    report = pipeline.simulated_night_report(root)
+    report = simulated_night_report(root, steps=NIGHT_STEPS + (LIGHTCURVE_FIGURE,))
     print(report)
     return 0 if _all_passed(report) else 1
 
@@ -146,7 +153,18 @@ def _all_passed(report: str) -> bool:
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``astrodart`` command."""
+    """Entry point of the ``astrodart`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success.
+    """
     parser = argparse.ArgumentParser(prog="astrodart", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="reduce the real sample night (HAT-P-27b) end to end")

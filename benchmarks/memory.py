@@ -5,7 +5,7 @@ Stand-alone (never run as a test)::
     python benchmarks/memory.py [--nframes 10] [--workers 2] [--write-results]
 
 A synthetic night of 4096 x 4096 frames is written with
-:func:`astrodart.datasets.samples.simulate_night` (uint16, gzip, stars of the M67 field, dithered
+:func:`astrodart.datasets.simulated_night.simulate_night` (uint16, gzip, stars of the M67 field, dithered
 science frames, cosmic rays) into ``benchmarks/_work/memory`` (removed at the end). Each
 step then runs in a fresh Python process (``python benchmarks/memory.py --child ...``) at
 its default settings, so that its peak is not hidden by an earlier step's:
@@ -131,7 +131,7 @@ def _run_step(step: str, d: dict, work: Path, kw: dict) -> None:
 
 def prepare(work: Path, nframes: int, workers: int) -> None:
     """Simulate the night and make the inputs of every measured step."""
-    from astrodart.datasets.samples import simulate_night
+    from astrodart.datasets.simulated_night import simulate_night
     from astrodart.first_stage import (
         bad_pixel_map,
         calibration_chain,

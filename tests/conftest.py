@@ -1,7 +1,8 @@
 """Shared fixtures: the real sample data, and a synthetic camera with known truth.
 
-The real-data fixtures locate ``../shared/data`` next to the repository and FAIL (never
-skip) when it is missing: the real-data tests are the point of the suite.
+The real-data fixtures locate the sample nights through ``tests/datapaths.py`` (the
+package's own locator) and skip, naming what is missing and how to get it, when a night
+is not on this machine; ``ASTRODART_REQUIRE_SAMPLE_DATA=1`` makes that a failure.
 
 :class:`SyntheticCamera` simulates a CCD whose every ingredient is known: a bias level
 with a column pattern and a gradient, dark current with hot pixels, a vignetted flat
@@ -21,31 +22,56 @@ import pytest
 from astropy.io import fits
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ASTRODART_SAMPLE_DATA", REPO.parent / "shared" / "data"))
-# the tests never reach for the internet: a sample missing here must fail, not download
-os.environ["ASTRODART_OFFLINE"] = "1"
+# the tests download a missing sample night only when the user allows it: by default
+# they look in the usual places (and the cache) and skip what is not there
+os.environ.setdefault("ASTRODART_OFFLINE", "1")
+
+from datapaths import HATP27, SHARED, missing  # noqa: E402  (after the environment)
+
+#: Fixtures that hand a test the real sample data: such a test is marked ``sample_data``.
+SAMPLE_FIXTURES = {"shared_data", "hatp27_dir", "guide_root", "run_guide", "real_night"}
+
+
+def _reads_sample_nights(item) -> bool:
+    """Whether a test reads the real nights: a sample-data fixture, or a sample path or
+    the locator's helpers named in the test's own code (or a fixture of its module)."""
+    if SAMPLE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    names = {"HATP27", "HATP32", "M67", "FEDER", "SHARED", "require", "copy_night"}
+    codes = [getattr(item, "function", None)]
+    module = getattr(item, "module", None)
+    for fixture in getattr(item, "fixturenames", ()):
+        codes.append(getattr(module, fixture, None))
+    for fn in codes:
+        code = getattr(getattr(fn, "__wrapped__", fn), "__code__", None)
+        if code is not None and names & set(code.co_names):
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that reads the real sample nights ``sample_data``."""
+    for item in items:
+        if _reads_sample_nights(item):
+            item.add_marker(pytest.mark.sample_data)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (or ``$ASTRODART_SAMPLE_DATA``); a clear failure if missing."""
-    if not SHARED.is_dir():
-        pytest.fail(
-            f"sample data missing: {SHARED} does not exist. The tests read the real "
-            "nights from ../shared/data next to the repository (or set "
-            "ASTRODART_SAMPLE_DATA)",
-            pytrace=False,
-        )
+    """The folder holding the sample nights; the test is skipped (with the reason) if absent."""
+    if SHARED is None:
+        missing(HATP27)
     return SHARED
 
 
 @pytest.fixture(scope="session")
-def hatp27_dir(shared_data) -> Path:
+def hatp27_dir() -> Path:
     """The HAT-P-27b night (10 bias, 10 darks, 10 dome flats, 100 science frames)."""
-    d = shared_data / "hatp27b_sbu_180423"
-    if not d.is_dir() or len(list(d.glob("*science_exposures*"))) < 20:
-        pytest.fail(f"{d}: HAT-P-27b sample night missing or incomplete", pytrace=False)
-    return d
+    if not HATP27.is_dir():
+        missing(HATP27)
+    if len(list(HATP27.glob("*science_exposures*"))) < 20:
+        missing(HATP27, f"{HATP27}: HAT-P-27b sample night incomplete (fewer than 20 science frames)")
+    return HATP27
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Accuracy of the whole pipeline on a simulated night with known truth (issue 9).
 
-One night is simulated (:func:`astrodart.datasets.samples.simulate_night`, fixed seed, the settings
-of :data:`astrodart.pipeline.night.SIMULATED_NIGHT`: a 51' field of M67 in B, V and R with a
+One night is simulated (:func:`astrodart.datasets.simulated_night.simulate_night`, fixed seed, the settings
+of :data:`astrodart.pipeline.simulated.SIMULATED_NIGHT`: a 51' field of M67 in B, V and R with a
 transit injected into a V ~ 10 star) and reduced once, end to end, by
 :func:`astrodart.pipeline.night.reduce_night` — masters, calibration with cosmic-ray rejection,
 offline plate solving, quality table, alignment, stacking, photometry and the transit fit.
@@ -37,8 +37,8 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS, FITSFixedWarning
 
-from astrodart.pipeline import night as pipeline
-from astrodart.datasets.samples import load_truth, truth_wcs
+from astrodart.pipeline import simulated, truth as pipeline
+from astrodart.datasets.truth import load_truth, truth_wcs
 
 SEED = 0
 
@@ -47,7 +47,7 @@ SEED = 0
 def night(tmp_path_factory):
     root = tmp_path_factory.mktemp("simulated_night")
     t0 = time.perf_counter()
-    result, table = pipeline.simulate_and_reduce(root, SEED)
+    result, table = simulated.simulate_and_reduce(root, SEED)
     seconds = time.perf_counter() - t0
     text = pipeline.format_comparison(table)
     txt, _ = pipeline.save_comparison(table, root / "truth_comparison")

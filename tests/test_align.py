@@ -14,23 +14,20 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from astrodart.alignment.match import (
+from astrodart.alignment.correlation import fft_translation
+from astrodart.alignment.ladder import ReferenceFrame, align_frame, registration_offset
+from astrodart.alignment.matching import crossmatch, match_stars, pair_stars
+from astrodart.alignment.resample import warp_to_reference
+from astrodart.alignment.transforms import (
     AlignmentError,
     AlignmentLimitError,
     AlignmentLimits,
     PixelTransform,
-    ReferenceFrame,
-    align_frame,
-    crossmatch,
-    detect_stars,
-    estimate_background,
-    fft_translation,
     fit_similarity,
-    match_stars,
-    registration_offset,
-    warp_to_reference,
 )
 from astrodart.frames.io import read_frame
+from astrodart.sources.background import estimate_background
+from astrodart.sources.stars import find_stars, positions_of
 from astrodart.pipeline.step import FrameSkippedWarning
 from astrodart.third_stage_astrophotography import align, save_to_tiff, stack
 
@@ -128,18 +125,18 @@ def test_background_is_flat_sky_and_noise(sky):
     assert sigma == pytest.approx(3.0, rel=0.1)
 
 
-def test_detect_stars_finds_true_positions_and_rejects_hot_pixels(sky):
+def test_find_stars_finds_true_positions_and_rejects_hot_pixels(sky):
     xy, flux, img = sky
     img = img.copy()
     img[50, 60] += 5000  # hot pixel / cosmic ray: one pixel, no PSF
     img[200, 30] += 3000
-    stars = detect_stars(img, fwhm=3.0)
+    stars = positions_of(find_stars(img, 3.0, reject_sharp=True))
     inside = (xy[:, 0] > 8) & (xy[:, 0] < SHAPE[1] - 8) & (xy[:, 1] > 8) & (xy[:, 1] < SHAPE[0] - 8)
     bright = inside & (flux > 1e4)
-    ia, ib, d = crossmatch(xy[bright], stars.xy, 1.0)
+    ia, ib, d = crossmatch(xy[bright], stars, 1.0)
     assert len(ia) == bright.sum()  # every bright star found
     assert np.median(d) < 0.1  # centroids to a tenth of a pixel
-    assert crossmatch([[60, 50], [30, 200]], stars.xy, 2.0)[0].size == 0
+    assert crossmatch([[60, 50], [30, 200]], stars, 2.0)[0].size == 0
 
 
 def test_match_stars_recovers_rotation_scale_shift(sky):
@@ -158,6 +155,26 @@ def test_match_stars_detects_a_mirror(sky):
     assert found.mirrored and max_error(found, truth) < 1e-6
     with pytest.raises(AlignmentError):
         match_stars(truth.inverse().apply(xy), xy, SHAPE, allow_mirror=False)
+
+
+def test_pair_stars_recovers_a_shift_with_missing_stars():
+    rng = np.random.default_rng(5)
+    a = rng.uniform(0, 500, (80, 2))
+    b = a + [12.3, -7.8] + rng.normal(0, 0.1, a.shape)
+    b = np.vstack([b[5:], rng.uniform(0, 500, (10, 2))])  # 5 lost, 10 new
+    i, j, transform = pair_stars(a, b, 1.0)
+    assert transform.offset == pytest.approx((12.3, -7.8), abs=0.05)
+    assert len(i) == 75
+    assert np.all(i - 5 == j)
+    empty = pair_stars(a, np.zeros((0, 2)))
+    assert len(empty[0]) == 0 and empty[2] is None
+
+
+def test_match_stars_works_without_the_frame_shape_and_on_a_meridian_flip(sky):
+    xy, _, _ = sky
+    truth = similarity(180.0)
+    found, resid, n = match_stars(truth.inverse().apply(xy), xy)
+    assert not found.mirrored and max_error(found, truth) < 1e-6
 
 
 def test_fft_translation_subpixel(sky):

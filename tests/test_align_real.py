@@ -36,22 +36,12 @@ TIMINGS: dict[str, float] = {}
 
 
 def fwhm_of(path) -> float:
-    """Median stellar FWHM (px) of a frame: astrodart.sources.stars when present, else
-    photutils' Gaussian fits on isolated stars."""
+    """Median stellar FWHM (px) of a frame (:func:`astrodart.sources.psf.measure_fwhm`)."""
     ccd = read_frame(path)
     mask = ~np.isfinite(ccd.data) | (ccd.mask if ccd.mask is not None else False)
-    try:
-        from astrodart.sources.stars import measure_fwhm
-    except ImportError:
-        measure_fwhm = None
-    if measure_fwhm is not None:
-        return float(measure_fwhm(np.nan_to_num(ccd.data), mask=mask, max_stars=15).fwhm)
-    from astrodart.alignment.match import detect_stars
-    from astrodart.color.composite import estimate_fwhm
+    from astrodart.sources.psf import measure_fwhm
 
-    data = np.nan_to_num(ccd.data - np.nanmedian(ccd.data))
-    stars = detect_stars(data, mask, max_stars=40)
-    return estimate_fwhm(data, stars.xy, mask)
+    return float(measure_fwhm(np.nan_to_num(ccd.data), mask=mask, max_stars=15).fwhm)
 
 
 # --------------------------------------------------------------------------------------

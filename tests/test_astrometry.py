@@ -24,6 +24,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from datapaths import HATP27, HATP32, copy_night, require
 
 from astrodart.astrometry import solve as A
+from astrodart.astrometry.verify import _check_sip as check_sip
 from astrodart.sources.stars import find_stars
 from astrodart.frames.io import read_frame
 from astrodart.frames.header import FrameHeader
@@ -462,7 +463,7 @@ def test_check_ds9_opens_the_image_when_installed(tmp_path, monkeypatch):
 
 def test_star_finding_uses_the_pixel_fwhm_unscaled(tmp_path, monkeypatch):
     # the original multiplied the pixel FWHM by arcsec/px (5.21 here) before star finding
-    import astrodart.second_stage as ss
+    import astrodart.pipeline.solve as ss  # where the astrometry step finds its stars
 
     seen = []
 
@@ -503,7 +504,7 @@ def test_sip_is_kept_only_where_the_distortion_is_significant(distortion, kept):
         warnings.simplefilter("ignore")
         engine = fit_wcs_from_points((xy[:, 0], xy[:, 1]), sky, sip_degree=2)
     n, rms, centre, scale = A.verify_wcs(engine, xy, sky, (512, 512), 2.0)
-    wcs, n2, rms2, *_, note = A._check_sip(engine, n, rms, centre, scale, "", xy, sky,
+    wcs, n2, rms2, *_, note = check_sip(engine, n, rms, centre, scale, "", xy, sky,
                                            (512, 512), 2.0, 6, 2)
     assert (wcs.sip is not None) is kept, note
     assert ("not significant" in note) is not kept

@@ -16,7 +16,7 @@ import pytest
 from astropy.nddata import CCDData
 from datapaths import M67, REPO, require
 
-from astrodart.alignment.match import detect_stars
+from astrodart.sources.stars import find_stars, positions_of
 from astrodart.color.composite import (
     channel_fwhm,
     match_psf,
@@ -173,7 +173,7 @@ def test_rgb_image_rejects_unknown_options(channels):
 
 def test_show_draws_and_matplotlib_is_not_imported_by_the_module(channels):
     code = ("import sys, astrodart.third_stage_astrophotography, astrodart.color.composite, "
-            "astrodart.alignment.match; print('matplotlib' in sys.modules)")
+            "astrodart.alignment.ladder; print('matplotlib' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"
     import matplotlib
@@ -219,7 +219,7 @@ def identify_tycho_stars(img) -> dict[str, np.ndarray]:
     """Find the six Tycho stars among the ten brightest (in V): the assignment whose
     instrumental B and V magnitudes agree best with the catalogue up to two zero points."""
     r, g, b = img.channels
-    bright = detect_stars(g, img.invalid, fwhm=3.0, max_stars=10).xy
+    bright = positions_of(find_stars(g, 3.0, mask=img.invalid, max_stars=10, reject_sharp=True))
     f = star_fluxes([b, g], bright, radius=12.0, annulus=(18.0, 25.0))
     bmag, vmag = -2.5 * np.log10(f[:, 0]), -2.5 * np.log10(f[:, 1])
     names = list(TYCHO)
@@ -244,10 +244,10 @@ def test_m67_composite_is_registered_neutral_and_saved(m67_composite):
     # aperture, other sky annulus), average to neutral within 10 %
     r, g, b = img.channels
     fw = img.balance.fwhm
-    stars = detect_stars(g, img.invalid, fwhm=fw, max_stars=150)
-    f = star_fluxes([r, g, b], stars.xy, radius=1.5 * fw, annulus=(3 * fw, 4.5 * fw))
+    stars = positions_of(find_stars(g, fw, mask=img.invalid, max_stars=150, reject_sharp=True))
+    f = star_fluxes([r, g, b], stars, radius=1.5 * fw, annulus=(3 * fw, 4.5 * fw))
     raw_peak = np.array([max(m67(bd).data[int(round(y)), int(round(x))] for bd in "RVB")
-                         for x, y in stars.xy])
+                         for x, y in stars])
     snr = f / (np.array(img.sky_sigmas) * np.sqrt(np.pi) * 1.5 * fw)
     ok = np.isfinite(f).all(1) & (snr > 30).all(1) & (raw_peak < 20000)
     assert ok.sum() >= 20
@@ -255,7 +255,7 @@ def test_m67_composite_is_registered_neutral_and_saved(m67_composite):
     assert np.median(f[ok, 2] / f[ok, 1]) == pytest.approx(1.0, abs=0.10)
     # ... and so they look in the stretched composite too
     rgb = img.rgb
-    fc = star_fluxes([rgb[..., k] for k in range(3)], stars.xy, radius=1.5 * fw,
+    fc = star_fluxes([rgb[..., k] for k in range(3)], stars, radius=1.5 * fw,
                      annulus=(3 * fw, 4.5 * fw))
     okc = ok & np.isfinite(fc).all(1) & (fc > 0).all(1)
     assert np.median(fc[okc, 0] / fc[okc, 1]) == pytest.approx(1.0, abs=0.10)

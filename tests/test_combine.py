@@ -21,9 +21,12 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from datapaths import HATP27, REPO, require
 
-from astrodart.combine.engine import MAD_TO_STD, Rejection, batcher_comparators, combine_band
+from astrodart.combine.engine import combine_band
+from astrodart.combine.methods import MAD_TO_STD, Rejection
+from astrodart.combine.sorting import batcher_comparators
 from astrodart.frames.io import FrameError, read_frame, write_frame
-from astrodart.combine.files import combine_files, image_combination, plan_band_rows
+from astrodart.combine.files import combine_files, plan_band_rows
+from astrodart.pipeline.image_combination import image_combination
 
 RTOL = 1e-5
 
@@ -477,7 +480,9 @@ def test_output_is_a_ccddata_file(frames, tmp_path):
     assert fits.getdata(out, "NREJECT").dtype.kind == "i"
     with pytest.raises(FileExistsError):
         combine_files(files, out, "median")
-    assert combine_files(files, out, "median", overwrite="yes") == out
+    assert combine_files(files, out, "median", overwrite=True) == out
+    with pytest.raises(TypeError, match="True or False"):
+        combine_files(files, out, "median", overwrite="yes")
 
 
 def test_threads_and_float64_give_the_same_result():
@@ -541,3 +546,52 @@ def test_shape_and_unit_mismatch_name_the_file(tmp_path):
         combine_files(good + [electrons], tmp_path / "o.fits")
     with pytest.raises(FrameError, match="missing.fits"):
         combine_files(good + [tmp_path / "missing.fits"], tmp_path / "o.fits")
+
+
+def test_master_combination_rejects_outliers_with_few_frames():
+    """Masters (master_frame) are the engine with a floored MAD spread and propagated
+    uncertainties (was calibration.ccd.combine_stack, bit-identical on real bias frames)."""
+    from astrodart.combine.masters import combine_master, master_rejection
+    from astrodart.combine.uncertainty import median_variance_factor
+
+    rng = np.random.default_rng(1)
+    cube = rng.normal(100, 5, (5, 60, 60)).astype(np.float32)
+    cube[2, 10, 10] = 5000  # one cosmic ray in five frames
+    res = combine_master(cube.copy(), "average", master_rejection("sigclip", 3, 3))
+    assert res.ncombined[10, 10] == 4 and abs(res.data[10, 10] - 100) < 15
+    assert res.uncertainty.mean() == pytest.approx(5 / np.sqrt(5), rel=0.15)
+    # the floor keeps the few frames from rejecting their own noise
+    raw = combine_band(cube.copy(), "average", rejection=Rejection(sigclip=True, maxiters=2))
+    assert res.rejected_fraction < 0.02 < 0.05 < raw.rejected_fraction
+    med = combine_master(cube.copy(), "median", master_rejection(None),
+                         variances=np.full(cube.shape, 25.0))
+    assert med.uncertainty.mean() == pytest.approx(np.sqrt(1.430) * 5 / np.sqrt(5), rel=1e-3)
+    # the median's error factor for small stacks, checked by simulation
+    sims = np.median(np.random.default_rng(2).standard_normal((200000, 10)), axis=1)
+    assert np.var(sims) * 10 == pytest.approx(float(median_variance_factor(10)), rel=0.02)
+    assert median_variance_factor(500) == pytest.approx(np.pi / 2)
+    ext = combine_master(cube.copy(), "average", master_rejection("extrema_clipping", nlow=1, nhigh=1))
+    assert ext.ncombined.max() == 3 and abs(ext.data[10, 10] - 100) < 15
+    mm = combine_master(cube.copy(), "sum", master_rejection("minmax", vmin=0, vmax=1000))
+    assert mm.ncombined[10, 10] == 4 and abs(mm.data[10, 10] / 4 - 100) < 15
+    with pytest.raises(ValueError, match="combination method"):
+        combine_master(cube.copy(), "mode", master_rejection(None))
+    with pytest.raises(ValueError, match="clipping method"):
+        master_rejection("sigmaclip")
+    with pytest.raises(ValueError, match="extrema_clipping drops"):
+        combine_master(cube.copy(), "median", master_rejection("extrema_clipping", nlow=3, nhigh=2))
+
+
+def test_mark_rejected_marks_exactly_the_values_left_out():
+    rng = np.random.default_rng(3)
+    cube = rng.normal(100, 5, (9, 40, 50)).astype(np.float32)
+    cube[1, 5, 5] = 5000
+    cube[3, 7, 7] = np.nan
+    for method in ("median", "average"):
+        for rej in (Rejection(sigclip=True), Rejection(sigclip=True, spread_floor_box=8),
+                    Rejection(extrema=True), Rejection(minmax=True, max_value=120)):
+            band = cube.copy()
+            res = combine_band(band, method, rejection=rej, mark_rejected=True)
+            assert np.array_equal((~np.isnan(band)).sum(axis=0), res.ncombined)
+            plain = combine_band(cube.copy(), method, rejection=rej)
+            assert np.array_equal(plain.data, res.data, equal_nan=True)

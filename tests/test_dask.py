@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from dask.distributed import Client, LocalCluster, get_task_stream
+distributed = pytest.importorskip(
+    "dask.distributed", reason="the dask extra is not installed (pip install -e '.[dask]')")
+Client, LocalCluster, get_task_stream = (distributed.Client, distributed.LocalCluster,
+                                         distributed.get_task_stream)
 
 from astrodart.first_stage import (
     bad_pixel_map,

@@ -17,27 +17,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy.coordinates import EarthLocation, SkyCoord
 from astropy.io import fits
 from astropy.table import Table
+from astropy.time import Time
 from astropy.wcs import WCS, FITSFixedWarning
 from datapaths import HATP32, require
 from photutils.aperture import ApertureStats, CircularAnnulus, CircularAperture, aperture_photometry
 from photutils.centroids import centroid_2dg, centroid_sources
 
+from astrodart.datasets import catalogue, detector
 from astrodart.datasets import samples as datasets
 from astrodart.datasets import simulate as sim
-from astrodart.datasets.samples import (
-    SAMPLES,
-    SampleDataNotFound,
-    frame_truth_stars,
-    get_night,
-    load_catalogue,
-    load_truth,
-    sample_night,
-    simulate_night,
-    truth_wcs,
-)
+from astrodart.datasets.catalogue import load_catalogue
+from astrodart.datasets.samples import SAMPLES, SampleDataNotFound, get_night, sample_night
+from astrodart.datasets.simulated_night import simulate_night
+from astrodart.datasets.truth import frame_truth_stars, load_truth, truth_wcs
 from astrodart.frames.header import FrameHeader
+from astrodart.photometry.timing import airmass
 from astrodart.utils import data_organiser
 
 #: A small night for the fast tests (determinism, overwrite, fallback).
@@ -178,8 +175,8 @@ def test_flat_matches_vignetting_and_donuts(night):
     _, truth, masters = night
     cam = truth["camera"]
     shape = tuple(cam["shape"])
-    donuts = [sim.Donut(*d) for d in cam["donuts"]["window"] + cam["donuts"]["V"]]
-    model = sim.flat_response(shape, vignetting=cam["vignetting"],
+    donuts = [detector.Donut(*d) for d in cam["donuts"]["window"] + cam["donuts"]["V"]]
+    model = detector.flat_response(shape, vignetting=cam["vignetting"],
                               optical_centre=tuple(cam["optical_centre_xy"]), donuts=donuts)
     ratio = masters["flat_V"] / (model / np.median(model))
     assert np.std(ratio[10:-10, 10:-10]) < 0.01                # PRNU 0.5 % + photon noise
@@ -418,12 +415,13 @@ def test_tan_wcs_orientation_and_airmass():
     _, yn = w.world_to_pixel_values(150.0, 20.01)       # north is up
     assert (x0, y0) == pytest.approx((49.5, 49.5)) and xe < x0 and yn > y0
     assert abs(w.proj_plane_pixel_scales()[0].to_value("arcsec") - 3.6) < 1e-9
-    # airmass: 1 at the zenith, ~2 at 30 degrees altitude, inf below the horizon
-    jd = 2451545.0
+    # airmass (the photometry's, which the simulator uses): 1 at the zenith, ~2 at 30 degrees
+    # altitude, NaN below the horizon
+    site, t = EarthLocation.from_geodetic(0.0, 40.0), Time(2451545.0, format="jd")
     gmst = (280.46061837) % 360
-    assert sim.airmass(jd, gmst, 40.0, 40.0, 0.0) == pytest.approx(1.0, abs=1e-3)
-    assert sim.airmass(jd, gmst, -20.0, 40.0, 0.0) == pytest.approx(1.993, abs=0.01)
-    assert np.isinf(sim.airmass(jd, gmst + 180, -10.0, 40.0, 0.0))
+    assert airmass(t, SkyCoord(gmst, 40.0, unit="deg"), site) == pytest.approx(1.0, abs=1e-3)
+    assert airmass(t, SkyCoord(gmst, -20.0, unit="deg"), site) == pytest.approx(1.993, abs=0.01)
+    assert np.isnan(airmass(t, SkyCoord(gmst + 180, -10.0, unit="deg"), site))
 
 
 # ---------------------------------------------------------------------------------------
@@ -431,7 +429,7 @@ def test_tan_wcs_orientation_and_airmass():
 # ---------------------------------------------------------------------------------------
 def test_shipped_catalogue_is_the_tycho2_index_stars():
     shipped = load_catalogue()
-    rebuilt = datasets.build_field_catalogue(radius=shipped.meta["radius_deg"],
+    rebuilt = catalogue.build_field_catalogue(radius=shipped.meta["radius_deg"],
                                              colour_seed=shipped.meta["colour_seed"])
     assert len(shipped) == len(rebuilt) > 50
     for col in ("ra", "dec", "vt", "V", "B", "R"):
@@ -440,7 +438,7 @@ def test_shipped_catalogue_is_the_tycho2_index_stars():
     known = {r["tyc"]: (r["vt"], r["bt"]) for r in shipped if r["colour_source"] == "tycho2 BT"}
     assert known == {"TYC 814-2331": (9.969, 11.581), "TYC 814-1795": (10.072, 10.018),
                      "TYC 814-1531": (10.520, 11.915), "TYC 814-1493": (10.523, 12.075)}
-    assert Path(datasets.CATALOGUE_PATH).stat().st_size < 1e6
+    assert Path(catalogue.CATALOGUE_PATH).stat().st_size < 1e6
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 import astrodart.first_stage as fs
-from astrodart.calibration import detector as det
+from astrodart.calibration import pixels as det
 from astrodart.first_stage import (
     CalibrationError,
     CalibrationWarning,

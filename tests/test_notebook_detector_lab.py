@@ -11,7 +11,7 @@ import pytest
 from astropy.io import fits
 from astropy.stats import mad_std, sigma_clipped_stats
 
-from astrodart.calibration import detector as det
+from astrodart import calibration as det
 
 HEADER_GAIN = 2.06  # EGAIN of every frame of the night
 

@@ -25,10 +25,14 @@ from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.table import Table
 from astropy.time import Time, TimeDelta
 from astropy.wcs import WCS
-from scipy.special import erf
+from datapaths import HATP32, copy_night
 
-from astrodart.photometry import measure as cph
-from astrodart.photometry.measure import PhotFlag
+from astrodart.photometry.apertures import PhotFlag, aperture_photometry_ccd
+from astrodart.photometry.ensemble import ensemble_light_curve
+from astrodart.photometry.lightcurve import bin_light_curve
+from astrodart.photometry.transit import fit_transit, time_averaged_beta, trapezoid_model
+from astrodart.datasets import simulate
+from astrodart.second_stage import astrometry, get_fwhm
 from astrodart.frames.io import write_frame
 from astrodart.third_stage_photometry import (
     InteractiveUnavailableError,
@@ -54,19 +58,9 @@ SCALE = 1.0  # arcsec/pixel of the synthetic WCS
 
 # ----------------------------------------------------------------------------- truth
 def render_stars(shape, xs, ys, fluxes, fwhm):
-    """Circular Gaussian stars integrated over each pixel (erf), total flux ``fluxes``."""
-    img = np.zeros(shape)
-    sig = fwhm / (2 * math.sqrt(2 * math.log(2)))
-    r = int(math.ceil(7 * sig)) + 1
-    for x, y, f in zip(xs, ys, fluxes):
-        x0, x1 = max(int(x) - r, 0), min(int(x) + r + 1, shape[1])
-        y0, y1 = max(int(y) - r, 0), min(int(y) + r + 1, shape[0])
-        ex = np.arange(x0, x1 + 1) - 0.5
-        ey = np.arange(y0, y1 + 1) - 0.5
-        px = 0.5 * np.diff(erf((ex - x) / (math.sqrt(2) * sig)))
-        py = 0.5 * np.diff(erf((ey - y) / (math.sqrt(2) * sig)))
-        img[y0:y1, x0:x1] += f * np.outer(py, px)
-    return img
+    """Circular Gaussian stars integrated over each pixel (erf), total flux ``fluxes``: the
+    package's simulator (:func:`astrodart.datasets.simulate.render_stars`)."""
+    return simulate.render_stars(shape, xs, ys, fluxes, fwhm, psf="gaussian")
 
 
 def star_field(rng, n_side=7, spacing=38.0, first=36.0):
@@ -416,7 +410,7 @@ def test_check_image_numbers_stars_brightest_first(night):
 def test_no_matplotlib_at_import():
     code = (
         "import sys, astrodart.third_stage_photometry as m; from astrodart.third_stage_photometry "
-        "import *; import astrodart.ui.lightcurve_plot, astrodart.photometry.measure, "
+        "import *; import astrodart.ui.lightcurve_plot, astrodart.photometry.ensemble, "
         "astrodart.photometry.timing, astrodart.photometry.sites; print('matplotlib' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -473,7 +467,7 @@ def test_flags_saturation_bad_pixels_and_edges():
     mask = np.zeros(img.shape, bool)
     mask[120, 121] = True  # a bad pixel inside star 1's aperture
     img[160, 60] = np.nan  # a non-finite pixel in star 3's core
-    res = cph.aperture_photometry_ccd(
+    res = aperture_photometry_ccd(
         img,
         np.column_stack([xs, ys]),
         7.5,
@@ -490,7 +484,7 @@ def test_flags_saturation_bad_pixels_and_edges():
     assert res.flags[3] & PhotFlag.BAD_PIXEL
     assert res.area[1] < math.pi * 7.5**2  # the bad pixel is left out, not summed as zero
     with pytest.raises(ValueError):
-        cph.aperture_photometry_ccd(img, [(50, 50)], 8, 6, 10)
+        aperture_photometry_ccd(img, [(50, 50)], 8, 6, 10)
 
 
 def test_bad_frame_is_reported_and_skipped(night, tmp_path):
@@ -535,12 +529,67 @@ def test_track_positions_follows_the_drift(night):
     assert target_coord[0][-1] == pytest.approx(tuple(night["xy"][-1, 0]), abs=0.3)
 
 
+def _track_both_ways(files, caplog):
+    """track_stars from the sky positions of stars 0, 1, 2 of files[0] and from their pixel
+    positions; returns both results as arrays (star, file, xy) and the log text."""
+    target, comps = coordinates(
+        files=files, reference_frame=0, target_index=0, comparison_stars_indeces=[1, 2]
+    ).from_index()
+    assert isinstance(target, SkyCoord)
+    ref_px = coordinates(files=files, world_coordinates=[target, *comps]).world_to_px()[0]
+    with caplog.at_level("INFO", logger="astrodart"):
+        t_sky, c_sky = track_stars([files], target, comps)
+        t_px, c_px = track_stars([files], ref_px[0], ref_px[1:])
+    sky = np.array([t_sky[0], *[c[0] for c in c_sky]])
+    px = np.array([t_px[0], *[c[0] for c in c_px]])
+    return sky, px, caplog.text
+
+
+def test_track_stars_takes_pixel_or_sky_positions(night_wcs, caplog):
+    files = night_wcs["files"]
+    sky, px, text = _track_both_ways(files, caplog)
+    assert sky.shape == px.shape == (3, len(files), 2)
+    assert np.max(np.hypot(*(sky - px).T)) < 0.5
+    assert "got sky positions" in text and "got pixel positions" in text
+    # a list of SkyCoord (any frame) and a SkyCoord array are both sky positions
+    stars = night_wcs["sky"]
+    t1, c1 = track_stars([files[:3]], stars[0], [stars[1].fk5, stars[2]])
+    t2, c2 = track_stars([files[:3]], stars[0], stars[1:3])
+    assert np.allclose(c1, c2, atol=1e-6) and np.allclose(t1, t2)
+    assert t1[0][2] == pytest.approx(tuple(night_wcs["xy"][2, 0]), abs=0.02)
+
+
+def test_track_stars_sky_and_pixel_agree_on_real_hatp32(tmp_path, caplog):
+    files = [str(p) for p in copy_night(HATP32, tmp_path)][:4]
+    fwhm = get_fwhm(files[:1]).estimate_fwhm()
+    assert astrometry(str(tmp_path), files, None, fwhm * len(files)).run() == []
+    sky, px, text = _track_both_ways(files, caplog)
+    assert np.max(np.hypot(*(sky - px).T)) < 0.5  # WCS conversion vs star-pattern tracking
+    assert "got sky positions" in text and "got pixel positions" in text
+
+
+def test_track_stars_rejects_what_it_cannot_use(night):
+    files = night["files"][:2]
+    for bad in ("abc", {"x": 1}, 5, [(1, 2, 3)]):
+        with pytest.raises(TypeError, match=r"target must be pixel positions .* or sky positions"):
+            track_stars([files], bad, [])
+    with pytest.raises(TypeError, match="comparisons must be .* got str"):
+        track_stars([files], (10, 10), "star 1")
+    with pytest.raises(TypeError, match="both in pixels or both as SkyCoord"):
+        track_stars([files], TARGET, [(10.0, 10.0)])
+    with pytest.raises(TypeError, match="one position"):
+        track_stars([files], [(10, 10), (20, 20)], [])
+    with pytest.raises(ValueError, match=r"synthetic_000\.fits: no celestial WCS"):
+        track_stars([files], TARGET, [])
+
+
 def test_image_offset_by_phase_correlation(night):
+    from astrodart.alignment.correlation import fft_translation
     from astrodart.frames.io import read_frame
 
     a = read_frame(night["files"][0]).data
     b = read_frame(night["files"][-1]).data
-    dx, dy = cph.image_offset(a, b)
+    dx, dy, _ratio = fft_translation(a, b)
     true = night["xy"][-1, 0] - night["xy"][0, 0]
     assert (dx, dy) == pytest.approx(tuple(true), abs=0.5)
 
@@ -557,10 +606,10 @@ def test_ensemble_downweights_a_variable_comparison():
     comp[2] *= 1 + 0.03 * np.sin(2 * np.pi * t / 0.07)  # a 3 % variable star
     comp_err = base[:, None] * noise[:, None] * np.ones((1, n))
     depth = 0.012
-    transit = cph.trapezoid_model(t, 0.1, depth, 0.07, 0.012)
+    transit = trapezoid_model(t, 0.1, depth, 0.07, 0.012)
     target = 1e5 * transparency * transit * (1 + 0.003 * rng.normal(size=n))
     target_err = 1e5 * 0.003 * np.ones(n)
-    ens = cph.ensemble_light_curve(target, target_err, comp, comp_err)
+    ens = ensemble_light_curve(target, target_err, comp, comp_err)
     d = ens.diagnostics
     assert bool(d["variable"][2]) and ens.weights[2] == 0
     assert not np.any(d["variable"][[0, 1, 3, 4]])
@@ -578,9 +627,9 @@ def test_ensemble_downweights_a_variable_comparison():
 
 def test_ensemble_rejects_bad_shapes():
     with pytest.raises(ValueError):
-        cph.ensemble_light_curve(np.ones(5), np.ones(5), np.ones((2, 4)), np.ones((2, 4)))
+        ensemble_light_curve(np.ones(5), np.ones(5), np.ones((2, 4)), np.ones((2, 4)))
     with pytest.raises(ValueError):
-        cph.ensemble_light_curve(np.ones(5), np.ones(5), np.full((2, 5), np.nan), np.ones((2, 5)))
+        ensemble_light_curve(np.ones(5), np.ones(5), np.full((2, 5), np.nan), np.ones((2, 5)))
 
 
 # -------------------------------------------------------------- transit fit
@@ -589,9 +638,9 @@ def test_fit_transit_recovers_a_synthetic_transit():
     t = np.linspace(2458231.62, 2458231.75, 150)
     true = {"t0": 2458231.6783, "depth": 0.014, "t14": 1.7 / 24, "t12": 0.012}
     sigma = 0.004
-    model = cph.trapezoid_model(t, **true) * (1.0 + 0.02 * (t - t.mean()))
+    model = trapezoid_model(t, **true) * (1.0 + 0.02 * (t - t.mean()))
     flux = model + sigma * rng.normal(size=t.size)
-    fit = cph.fit_transit(t, flux, np.full(t.size, sigma))
+    fit = fit_transit(t, flux, np.full(t.size, sigma))
     assert abs(fit.t0 - true["t0"]) < 4 * fit.t0_err
     assert abs(fit.depth - true["depth"]) < 4 * fit.depth_err
     assert abs(fit.t14 - true["t14"]) < 4 * fit.t14_err
@@ -601,7 +650,7 @@ def test_fit_transit_recovers_a_synthetic_transit():
     assert "depth" in fit.summary()
     # the guess and an airmass term
     am = 1.2 + 2 * (t - t.mean()) ** 2
-    fit2 = cph.fit_transit(
+    fit2 = fit_transit(
         t, flux, np.full(t.size, sigma), t0=2458231.67, duration=0.07, airmass=am
     )
     assert abs(fit2.t0 - true["t0"]) < 4 * fit2.t0_err
@@ -613,15 +662,15 @@ def test_time_averaged_beta_detects_red_noise():
     rng = np.random.default_rng(9)
     white = rng.normal(size=400)
     red = white + np.repeat(rng.normal(size=20), 20) * 1.0
-    assert cph.time_averaged_beta(white) < 1.3
-    assert cph.time_averaged_beta(red) > 1.5
+    assert time_averaged_beta(white) < 1.3
+    assert time_averaged_beta(red) > 1.5
 
 
 def test_bin_light_curve():
     t = np.arange(30) / 1440.0
     f = np.ones(30)
     e = np.full(30, 0.01)
-    tb, fb, eb, n = cph.bin_light_curve(t, f, e, 10 / 1440.0)
+    tb, fb, eb, n = bin_light_curve(t, f, e, 10 / 1440.0)
     assert list(n) == [10, 10, 10] and np.allclose(fb, 1) and np.allclose(eb, 0.01 / math.sqrt(10))
 
 
@@ -707,22 +756,25 @@ def test_light_curve_plot_is_saved(night, tmp_path):
     assert len(fig2.axes) == 1
 
 
-def test_frame_transform_shift_and_flip():
+def test_star_matcher_shift_and_flip():
+    from astrodart.alignment.matching import match_stars
+    from astrodart.alignment.transforms import AlignmentError
+
     rng = np.random.default_rng(17)
     ref = rng.uniform(0, 1000, (40, 2))
     # a small rotation and a drift: found by offset votes
     ang = 0.003
     rot = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
     moved = ref @ rot.T + [35.0, -12.0]
-    m = cph.frame_transform(ref, moved + rng.normal(0, 0.05, moved.shape))
-    assert np.max(np.abs(cph.apply_transform(m, ref) - moved)) < 0.2
+    m = match_stars(ref, moved + rng.normal(0, 0.05, moved.shape))[0]
+    assert np.max(np.abs(m.apply(ref) - moved)) < 0.2
     # a meridian flip (180 degrees): found by astroalign's triangles
     flipped = (1000 - ref) + [5.0, 8.0]
     order = rng.permutation(40)
-    m = cph.frame_transform(ref, flipped[order])
-    assert np.max(np.abs(cph.apply_transform(m, ref) - flipped)) < 0.2
-    with pytest.raises(ValueError):
-        cph.frame_transform(ref[:2], flipped)
+    m = match_stars(ref, flipped[order])[0]
+    assert np.max(np.abs(m.apply(ref) - flipped)) < 0.2
+    with pytest.raises(AlignmentError):
+        match_stars(ref[:2], flipped)
 
 
 def test_two_filters(night, tmp_path):

@@ -11,7 +11,7 @@ from astropy.time import Time, TimeDelta
 from datapaths import HATP32, copy_night
 from test_sources import star_field
 
-from astrodart.sources.quality import (
+from astrodart.pipeline.quality import (
     QualityRules,
     flag_frames,
     good_files,
@@ -112,7 +112,7 @@ def test_unreadable_frames_are_listed_not_fatal(synthetic_night, tmp_path):
 
 
 def test_matplotlib_is_not_imported_by_the_library():
-    code = ("import sys, astrodart.sources.quality, astrodart.second_stage, astrodart.sources.stars, "
+    code = ("import sys, astrodart.pipeline.quality, astrodart.second_stage, astrodart.sources.stars, "
             "astrodart.astrometry.solve; sys.exit('matplotlib' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 

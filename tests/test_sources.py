@@ -7,19 +7,19 @@ import warnings
 import numpy as np
 import pytest
 from astropy.io import fits
-from datapaths import HATP32, copy_night
+from datapaths import HATP27, HATP32, copy_night, require
 from scipy.special import erf
 
-from astrodart.sources.stars import (
+from astrodart.sources.background import estimate_background, saturation_level, sky_stats
+from astrodart.sources.psf import (
     NoStarsWarning,
-    find_stars,
     fit_stars,
-    match_star_lists,
+    fwhm_of_stars,
     measure_fwhm,
     moffat_fwhm,
-    saturation_level,
-    sky_stats,
 )
+from astrodart.alignment.matching import pair_stars
+from astrodart.sources.stars import find_stars
 from astrodart.frames.io import read_frame
 
 
@@ -121,13 +121,36 @@ def test_ellipticity_and_position_angle_of_elongated_stars():
     assert abs(np.median(used["theta"]) - 30.0) < 3.0
 
 
+def test_fwhm_of_elongated_stars_is_the_width_a_circular_fit_returns():
+    """For an elongated star the one FWHM is ``sqrt(major * minor)``: the width a
+    least-squares circular fit (photutils ``fit_fwhm``) returns for an elliptical Gaussian
+    (``s**2 = sa * sb`` exactly), not the second-moment ``sqrt((major**2 + minor**2) / 2)``,
+    which reads 7-8 % above both at ellipticity 0.43."""
+    from photutils.psf import fit_fwhm
+
+    img, _ = star_field(3.5, "gauss", ellipticity=0.43, theta_deg=30.0)
+    res = measure_fwhm(img)
+    used = res.stars[res.stars["used"]]
+    assert res.n_stars >= 20 and abs(res.ellipticity - 0.43) < 0.03
+    background, _ = estimate_background(img)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = float(np.median(fit_fwhm(img - background, xypos=np.column_stack(
+            [used["x"], used["y"]]), fit_shape=2 * math.ceil(2 * res.fwhm) + 1)))
+    assert res.fwhm == pytest.approx(reference, rel=0.02)
+    assert res.fwhm == pytest.approx(3.5, rel=0.02)  # star_field's FWHM is the same quantity
+    second_moment = np.median(np.hypot(used["fwhm_major"], used["fwhm_minor"]) / math.sqrt(2))
+    assert second_moment / reference > 1.05
+
+
 def test_undersampled_stars_are_all_detected_with_accurate_centroids():
     # FWHM 1.6 px: sharper than DAOStarFinder's default sharpness range accepts
     img, pos = star_field(1.6, "gauss", flux=5e3)
     stars = find_stars(img, fwhm=2.0)
     assert len(stars) == len(pos)
-    i_true, i_found, shift = match_star_lists(pos, np.column_stack([stars["x"], stars["y"]]),
-                                              tolerance=1.0)
+    found = np.column_stack([stars["x"], stars["y"]])
+    i_true, i_found, _transform = pair_stars(pos, found, 1.0)
+    shift = np.median(found[i_found] - pos[i_true], axis=0)
     assert len(i_true) == len(pos)
     err = np.hypot(*(np.column_stack([stars["x"], stars["y"]])[i_found] - pos[i_true]).T)
     assert np.max(err) < 0.1  # pixels
@@ -185,19 +208,6 @@ def test_fit_stars_reports_failures_for_stars_off_the_image():
     assert moffat_fwhm(2.0, 1.0) == pytest.approx(4.0)
 
 
-def test_match_star_lists_recovers_a_shift_with_missing_stars():
-    rng = np.random.default_rng(5)
-    a = rng.uniform(0, 500, (80, 2))
-    b = a + [12.3, -7.8] + rng.normal(0, 0.1, a.shape)
-    b = np.vstack([b[5:], rng.uniform(0, 500, (10, 2))])  # 5 lost, 10 new
-    i, j, shift = match_star_lists(a, b, tolerance=1.0)
-    assert shift == pytest.approx((12.3, -7.8), abs=0.05)
-    assert len(i) == 75
-    assert np.all(i - 5 == j)
-    empty = match_star_lists(a, np.zeros((0, 2)))
-    assert len(empty[0]) == 0 and math.isnan(empty[2][0])
-
-
 def test_real_microobservatory_frame_has_undersampled_stars(tmp_path):
     f = copy_night(HATP32, tmp_path, "HATP-32171220013612.FITS")[0]
     ccd = read_frame(f)
@@ -237,3 +247,47 @@ def test_get_fwhm_on_files_returns_pixels_and_arcseconds(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert get_fwhm(files[0]).estimate_fwhm()[0] == pytest.approx(2.0, rel=0.05)
+
+
+@pytest.mark.parametrize("night, name", [
+    (HATP27, "Lab_1_HAT-P-27b_science_exposures.00000001.FIT.gz"),
+    (HATP32, "HATP-32171220013612.FITS"),
+])
+def test_fwhm_agrees_with_photutils_fit_fwhm_on_real_frames(night, name):
+    """The one FWHM estimator against an independent fit (photutils ``fit_fwhm``, a
+    pixel-integrated circular Gaussian) on the same stars: medians within 2 %.
+
+    These are frames with round, near-Gaussian stars (fitted beta > 20). Elsewhere the
+    Gaussian fit reads wider than the stars' half maximum, whatever the axis convention:
+    HAT-P-27 #101 is round (ellipticity 0.05) with beta ~ 6 and differs by 7 % (a
+    Gaussian fit overestimates synthetic Moffat stars by 6 % at beta = 6, 16 % at 2.5);
+    #13 has double images, #05 and #21 low-beta trailed ones (6-8 %). An elliptical
+    Gaussian star is the case where the convention matters, and there the two agree
+    (see ``test_fwhm_of_elongated_stars_is_the_width_a_circular_fit_returns``)."""
+    from photutils.psf import fit_fwhm
+
+    data = np.asarray(read_frame(require(night) / name).data, float)
+    res = measure_fwhm(data)
+    used = res.stars[res.stars["used"]]
+    assert len(used) >= 5
+    xy = np.column_stack([used["x"], used["y"]])
+    background, _ = estimate_background(data)
+    box = 2 * math.ceil(2 * res.fwhm) + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = float(np.median(fit_fwhm(data - background, xypos=xy, fit_shape=box)))
+    assert res.fwhm == pytest.approx(reference, rel=0.02)
+    # the same estimator on given positions (what photometry and colour work call)
+    assert fwhm_of_stars(data, xy, fwhm_guess=res.fwhm) == pytest.approx(res.fwhm, rel=0.005)
+
+
+def test_reject_sharp_drops_hot_pixels_and_keeps_undersampled_stars():
+    img, pos = star_field(1.6, "gauss", flux=5e3)
+    img[40, 40] += 3000.0  # a hot pixel / cosmic-ray hit: one pixel, no PSF
+    img[200, 100] += 5000.0
+    keep = find_stars(img, fwhm=3.0, reject_sharp=True)
+    found = np.column_stack([keep["x"], keep["y"]])
+    d = np.hypot(*(found[:, None, :] - np.array([[40.0, 40.0], [100.0, 200.0]])[None]).T)
+    assert d.min() > 2  # both hot pixels gone
+    assert len(keep) == len(pos)  # every 1.6 px star kept with a 3 px kernel
+    assert len(find_stars(img, fwhm=3.0)) == len(pos) + 2  # without the cut they are found

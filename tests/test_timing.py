@@ -20,6 +20,7 @@ from astrodart.photometry import timing
 from astrodart.photometry.sites import (
     SITES,
     UnknownSiteError,
+    closest_sites,
     find_site,
     known_sites,
     location_from_lat_lon,
@@ -162,11 +163,71 @@ def test_site_values_are_right():
     assert len(SITES) == len(set(known_sites()))
 
 
-def test_unknown_site_lists_the_known_ones():
-    with pytest.raises(UnknownSiteError, match="OT"):
+def test_unknown_site_lists_the_closest_names():
+    with pytest.raises(UnknownSiteError, match="known_sites"):
         site_location("Nowhere Observatory", online=False)
     with pytest.raises(UnknownSiteError):
         get_site_coordinates(observatory_location="surely-not-a-site-xyz").from_name()
+    with pytest.raises(UnknownSiteError, match="closest known names: 'Whipple Observatory'") as e:
+        site_location("Whiple Observatry", online=False)
+    assert len(e.value.suggestions) == 5 and e.value.suggestions[0] == "Whipple Observatory"
+    with pytest.raises(UnknownSiteError, match="Observatorio del Teide"):  # a typo is not guessed
+        get_site_coordinates(observatory_location="Observatorio del Tiede").from_name()
+    assert closest_sites("Stony Brok", n=3)[0].lower() == "stony brook"
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """ASTRODART_OFFLINE=1, and every attempt to open a connection is refused and recorded
+    (the list is checked empty after the test)."""
+    import socket
+    import urllib.request
+
+    tried = []
+
+    def refuse(*args, **kwargs):
+        tried.append(args)
+        raise OSError("no network in this test")
+
+    monkeypatch.setenv("ASTRODART_OFFLINE", "1")
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    yield tried
+    assert tried == [], "a site lookup tried the network"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Whipple Observatory", "whipple", "Fred Lawrence Whipple Observatory", "flwo", "FLWO",
+     "MicroObservatory", "Mt. Hopkins"],
+)
+def test_whipple_observatory_resolves_offline(name, no_network):
+    # astropy's online registry: 'flwo', lat 31.680944, lon -110.878111, height 2320 m
+    loc = get_site_coordinates(observatory_location=name).from_name().to_geodetic()
+    assert loc.lat.deg == pytest.approx(31.680944, abs=0.01)
+    assert loc.lon.deg == pytest.approx(-110.878111, abs=0.01)
+    assert loc.height.to_value(u.m) == pytest.approx(2320, abs=30)
+
+
+def test_sample_sites_and_astropy_names_resolve_offline(no_network):
+    expect = {  # name: (lat, lon east, height m)
+        "Stony Brook": (40.91, -73.12, 40),
+        "SBU": (40.91, -73.12, 40),
+        "ESO La Silla": (-29.2567, -70.73, 2347),
+        "lasilla": (-29.2567, -70.73, 2347),
+        "Feder Observatory": (46.8668, -96.4533, 312),  # SITELAT 46 52 01, SITELONG -96 27 12
+        "ctio": (-30.1653, -70.815, 2215),
+        "Kitt Peak National Observatory": (31.9633, -111.6, 2120),
+        "Royal Observatory Greenwich": (51.4778, -0.0015, 46),
+    }
+    for name, (lat, lon, h) in expect.items():
+        g = site_location(name).to_geodetic()
+        assert (g.lat.deg, g.lon.deg) == pytest.approx((lat, lon), abs=0.01), name
+        assert g.height.to_value(u.m) == pytest.approx(h, abs=30), name
+    assert all(s.source for s in SITES)  # every entry says where its numbers come from
+    with pytest.raises(UnknownSiteError, match="closest known names"):
+        site_location("Observatory of Nowhere")  # astropy's registry: its cache only
 
 
 def test_from_lat_lon_is_lat_lon_height_east_positive():

@@ -24,7 +24,7 @@ from matplotlib.backend_bases import MouseEvent
 
 from astrodart.ui import plotting
 from astrodart.ui import widgets
-from astrodart.calibration.ccd import trim
+from astrodart.calibration.sections import trim
 
 # The arguments of image_combination that the combine picker may fill.
 IMAGE_COMBINATION_ARGS = {"combining_method", "clipping_method", "minclip", "maxclip", "nlow",
@@ -206,7 +206,7 @@ def test_widgets_without_ipympl_show_a_static_image(monkeypatch):
     def no_ipympl():
         raise ImportError("no ipympl")
 
-    monkeypatch.setattr(widgets, "_ipympl_classes", no_ipympl)
+    monkeypatch.setattr("astrodart.ui.base._ipympl_classes", no_ipympl)
     p = widgets.region_picker(np.zeros((50, 80)), default="[1:40,1:20]", interactive=True)
     image = p._fig.widget
     assert image.value[:8] == b"\x89PNG\r\n\x1a\n"

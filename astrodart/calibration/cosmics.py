@@ -9,11 +9,12 @@ Two methods:
   ``cosmicray_median``: pixels far above an ``mbox`` median are replaced. Configured here
   with a per-pixel noise and a "sharpness" guard so star cores are not taken for hits.
 
-The noise model (:func:`noise_variance`) is what makes the detection thresholds mean
-what they say whatever the frame's history: the background variance is *measured*
-(robust MAD in boxes) rather than predicted from the pixel values, so a bias pedestal
-still in the data (the AstroDART chain removes cosmic rays before the bias) does not
-inflate the Poisson term; sources above the background add their own photon noise.
+The noise model (:func:`~astrodart.calibration.noise.noise_variance`) is what makes the
+detection thresholds mean what they say whatever the frame's history: the background
+variance is *measured* (robust MAD in boxes) rather than predicted from the pixel
+values, so a bias pedestal still in the data (the AstroDART chain removes cosmic rays
+before the bias) does not inflate the Poisson term; sources above the background add
+their own photon noise.
 
 Gain semantics (astroscrappy): the data are multiplied by ``gain`` to reach electrons,
 so ``gain`` is e-/ADU for data in ADU and exactly 1 for data already in electrons.
@@ -23,22 +24,20 @@ from __future__ import annotations
 
 import logging
 
-import bottleneck as bn
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from scipy import ndimage
 
-from astrodart.calibration.ccd import CalibrationError
+from astrodart.calibration.base import CalibrationError
+from astrodart.calibration.noise import _variance, background_maps, noise_variance
+from astrodart.calibration.pixels import repair_pixels
 
 __all__ = [
-    "background_maps",
-    "noise_variance",
     "lacosmic",
     "median_cosmics",
     "clean_cosmics",
-    "separable_median",
 ]
 
 log = logging.getLogger("astrodart")
@@ -104,123 +103,6 @@ class _single_thread_openmp:
         for lib, n in self.saved:
             lib.omp_set_num_threads(n)
         return False
-
-
-def separable_median(data: np.ndarray, size: int) -> np.ndarray:
-    """Approximate ``size x size`` median filter: a running median along rows, then
-    along columns (reflecting edges). Much faster than the 2-D median for large boxes
-    and close to it on images (the same approximation as astroscrappy's ``sepmed``)."""
-    size = int(size) | 1  # odd
-    h = size // 2
-    out = np.asarray(data, np.float32)
-    for axis in (1, 0):
-        pad = [(0, 0), (0, 0)]
-        pad[axis] = (h, h)
-        padded = np.pad(out, pad, mode="reflect")
-        moved = bn.move_median(padded, window=size, axis=axis)
-        sl = [slice(None), slice(None)]
-        sl[axis] = slice(2 * h, 2 * h + out.shape[axis])
-        out = moved[tuple(sl)]
-    return np.ascontiguousarray(out, np.float32)
-
-
-def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """``(n_out, n_in)`` linear-interpolation weights from ``n_in`` box centres to pixel
-    centres (constant beyond the outer centres)."""
-    centres = (np.arange(n_in) + 0.5) * n_out / n_in - 0.5
-    x = np.clip(np.arange(n_out, dtype=np.float64), centres[0], centres[-1])
-    w = np.zeros((n_out, n_in), np.float32)
-    if n_in == 1:
-        w[:, 0] = 1
-        return w
-    j = np.clip(np.searchsorted(centres, x, side="right") - 1, 0, n_in - 2)
-    t = (x - centres[j]) / (centres[j + 1] - centres[j])
-    w[np.arange(n_out), j] = 1 - t
-    w[np.arange(n_out), j + 1] = t
-    return w
-
-
-def background_maps(
-    data: np.ndarray, box: int = 64, mask: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth background level and background noise of an image.
-
-    Robust statistics in ``box`` x ``box`` boxes (median and 1.4826 x MAD after one
-    3-sigma clipping pass against stars), a 3x3 median over the box grid, then bilinear
-    interpolation to every pixel.
-
-    Parameters
-    ----------
-    data : numpy.ndarray
-        ``(ny, nx)`` image.
-    box : int
-        Box size (px).
-    mask : numpy.ndarray, optional
-        ``(ny, nx)`` bool, pixels left out of the statistics.
-
-    Returns
-    -------
-    background, background_std : numpy.ndarray
-        ``(ny, nx)`` float32 maps in the units of ``data``.
-    """
-    a = np.asarray(data, np.float32)
-    if mask is not None:
-        a = np.where(mask, np.nan, a)
-    ny, nx = a.shape
-    nby, nbx = max(1, ny // box), max(1, nx // box)
-    by, bx = ny // nby, nx // nbx
-    step = 2 if min(by, bx) >= 16 else 1  # a quarter of the pixels is plenty for a median
-    blocks = a[: nby * by : step, : nbx * bx : step]
-    by, bx = blocks.shape[0] // nby, blocks.shape[1] // nbx
-    blocks = blocks[: nby * by, : nbx * bx].reshape(nby, by, nbx, bx).transpose(0, 2, 1, 3)
-    blocks = blocks.reshape(nby, nbx, by * bx)
-    med = bn.nanmedian(blocks, axis=2)
-    std = 1.482602 * bn.nanmedian(np.abs(blocks - med[..., None]), axis=2)
-    clipped = np.where(blocks > (med + 3 * std)[..., None], np.nan, blocks)
-    med = bn.nanmedian(clipped, axis=2)
-    std = 1.482602 * bn.nanmedian(np.abs(clipped - med[..., None]), axis=2)
-    fill_m, fill_s = np.nanmedian(med), np.nanmedian(std)
-    med = np.where(np.isfinite(med), med, fill_m if np.isfinite(fill_m) else 0.0)
-    std = np.where(np.isfinite(std) & (std > 0), std, fill_s if fill_s > 0 else 1.0)
-    if nby > 2 and nbx > 2:
-        med = ndimage.median_filter(med, size=3, mode="nearest")
-        std = ndimage.median_filter(std, size=3, mode="nearest")
-    wy, wx = _interp_matrix(ny, nby), _interp_matrix(nx, nbx)
-    bkg = wy @ med.astype(np.float32) @ wx.T
-    bstd = wy @ std.astype(np.float32) @ wx.T
-    return np.ascontiguousarray(bkg, np.float32), np.ascontiguousarray(bstd, np.float32)
-
-
-def noise_variance(
-    data: np.ndarray, gain: float = 1.0, box: int = 64, mask: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-pixel variance expected without cosmic rays: measured background noise plus
-    the photon noise of sources above the background.
-
-    Parameters
-    ----------
-    data : numpy.ndarray
-        ``(ny, nx)`` image in ADU or electrons.
-    gain : float
-        e-/ADU of ``data`` (1 for electrons); converts the source excess to variance.
-    box : int
-        Box size (px) of the background grid (:func:`background_maps`).
-    mask : numpy.ndarray, optional
-        ``(ny, nx)`` bool, pixels to ignore in the statistics (hot pixels, defects).
-
-    Returns
-    -------
-    variance, background, background_std : numpy.ndarray
-        ``(ny, nx)`` float32 maps in the units of ``data`` (squared for the variance):
-        ``variance = background_std**2 + max(data - background, 0) / gain``.
-    """
-    bkg, bstd = background_maps(data, box, mask)
-    return _variance(data, bkg, bstd, gain), bkg, bstd
-
-
-def _variance(data, bkg, bstd, gain) -> np.ndarray:
-    excess = np.maximum(np.nan_to_num(np.asarray(data, np.float32) - bkg), 0)
-    return (bstd * bstd + excess / np.float32(gain)).astype(np.float32)
 
 
 def _star_core_guard(
@@ -349,18 +231,14 @@ def lacosmic(
     van Dokkum, P. G. 2001, PASP 113, 1420 (L.A.Cosmic); McCully, C. et al. 2018,
     astroscrappy, doi:10.5281/zenodo.1482019.
     """
-    import astroscrappy
-    import astroscrappy.utils  # also loads the OpenMP runtime before we look for it
-
-    from astrodart.calibration.ccd import repair_pixels
-
     if gain is None or not gain > 0:
         raise CalibrationError(f"gain {gain!r} not usable for cosmic-ray detection")
     a = np.ascontiguousarray(np.nan_to_num(np.asarray(data, np.float32)))
     bad = None if mask is None else np.asarray(mask, bool)
     work = a if bad is None or not bad.any() else repair_pixels(a, bad)
     bkg, bstd = background_maps(work, background_box)
-    var = _variance(work, bkg, bstd, gain) if variance is None else np.asarray(variance, np.float32)
+    var = None if variance is None else np.asarray(variance, np.float32)
+    noise = (var, bkg, bstd, gain)
     sat = float(satlevel) * float(gain) if np.isfinite(satlevel) else np.float32(3e38)
     options = dict(
         sigclip=sigclip,
@@ -374,82 +252,17 @@ def lacosmic(
         cleantype=cleantype,
         fsmode="median",
     )
-
-    def run(img, v):
-        with _single_thread_openmp():
-            m, c = astroscrappy.detect_cosmics(
-                np.ascontiguousarray(img, np.float32),
-                inmask=None,
-                invar=np.ascontiguousarray(v, np.float32),
-                **options,
-            )
-        return np.asarray(m, bool), np.asarray(c, np.float32)
-
-    ny, nx = a.shape
-    context = 10  # > the reach of L.A.Cosmic's filters (~7 px): results inside are exact
-
-    def local_pass(seeds, reach, image, exclude, extra=()):
-        """Run one astroscrappy iteration on cut-outs around ``seeds`` (grown by
-        ``reach``, plus ``context`` for the filters) and the ``extra`` boxes; keep the
-        detections inside the grown boxes, write their cleaned values into ``image``."""
-        boxes = _boxes(seeds, reach) + list(extra)
-        if sum((b[0].stop - b[0].start) * (b[1].stop - b[1].start) for b in boxes) > 0.4 * a.size:
-            boxes = [(slice(0, ny), slice(0, nx))]
-        found = np.zeros_like(seeds)
-        for by, bx in boxes:
-            oy = slice(max(by.start - context, 0), min(by.stop + context, ny))
-            ox = slice(max(bx.start - context, 0), min(bx.stop + context, nx))
-            sub = image[oy, ox]
-            v = (
-                var[oy, ox]
-                if variance is not None
-                else _variance(sub, bkg[oy, ox], bstd[oy, ox], gain)
-            )
-            m, c = run(sub, v)
-            inner = (
-                slice(by.start - oy.start, by.stop - oy.start),
-                slice(bx.start - ox.start, bx.stop - ox.start),
-            )
-            hit = np.zeros_like(m)
-            hit[inner] = m[inner] & ~exclude[by, bx]
-            found[oy, ox] |= hit
-            image[oy, ox][hit] = c[hit]
-        return found
-
-    # Iteration 1. A pixel is flagged only if its Laplacian-to-noise ratio s exceeds
-    # sigclip (or it neighbours, within 2 px, one that does). s is computed here with a
-    # lower bound of astroscrappy's noise (its median-filtered variance is at least the
-    # background variance), so the candidates are a superset of its detections; the
-    # iteration then runs on cut-outs around them only: sky, where nothing can be found,
-    # is skipped. Later iterations can only find pixels within the filters' reach
-    # (~9 px) of the pixels just cleaned, and run on cut-outs around those.
-    if variance is None:
-        noise_floor = np.float32(0.95) * bstd
-    else:
-        noise_floor = np.sqrt(ndimage.minimum_filter(np.maximum(var, 0), size=7)) * np.float32(0.99)
-    with _single_thread_openmp():
-        lplus = astroscrappy.utils.laplaceconvolve(astroscrappy.utils.subsample(work))
-        lplus[lplus < 0] = 0
-        lplus = np.asarray(astroscrappy.utils.rebin(lplus))
-    candidates = lplus > 2 * float(sigclip) * np.maximum(noise_floor, 1e-12)
-    # astroscrappy's Laplacian is meaningless on the outermost pixel ring (it pads with
-    # zeros there): the ring is not a candidate, the four edge strips are run as such
-    candidates[[0, -1], :] = False
-    candidates[:, [0, -1]] = False
-    e = min(3, ny, nx)
-    strips = [
-        (slice(0, e), slice(0, nx)),
-        (slice(ny - e, ny), slice(0, nx)),
-        (slice(0, ny), slice(0, e)),
-        (slice(0, ny), slice(nx - e, nx)),
-    ]
+    # Iteration 1 on cut-outs around the candidates (and the edge strips), later ones
+    # around the pixels the previous iteration cleaned (see Notes).
+    candidates = _candidates(work, bstd, var, sigclip)
     cleaned = work.copy()
-    crmask = local_pass(candidates, 2, cleaned, np.zeros_like(candidates), strips)
+    crmask = _local_pass(candidates, 2, cleaned, np.zeros_like(candidates), noise, options,
+                         _edge_strips(*a.shape))
     new = crmask.copy()
     for _ in range(int(niter) - 1):
         if not new.any():
             break
-        new = local_pass(new, 10, cleaned, crmask)
+        new = _local_pass(new, 10, cleaned, crmask, noise, options)
         crmask |= new
     if core_ratio > 0:
         guarded = _star_core_guard(work, bkg, crmask, core_ratio)
@@ -460,6 +273,88 @@ def lacosmic(
         crmask &= ~bad
         cleaned[bad] = a[bad]
     return crmask, cleaned
+
+
+#: Margin (px) around a cut-out: more than the reach of L.A.Cosmic's filters (~7 px), so
+#: that the results inside the cut-out are those of a full-frame run.
+_CONTEXT = 10
+
+
+def _run_astroscrappy(image: np.ndarray, variance: np.ndarray, options: dict):
+    """One astroscrappy pass (one OpenMP thread): ``(crmask, cleaned)`` of ``image``."""
+    import astroscrappy
+
+    with _single_thread_openmp():
+        m, c = astroscrappy.detect_cosmics(
+            np.ascontiguousarray(image, np.float32),
+            inmask=None,
+            invar=np.ascontiguousarray(variance, np.float32),
+            **options,
+        )
+    return np.asarray(m, bool), np.asarray(c, np.float32)
+
+
+def _local_pass(seeds, reach, image, exclude, noise, options, extra=()) -> np.ndarray:
+    """Run one astroscrappy iteration on cut-outs around ``seeds`` (grown by ``reach``,
+    plus :data:`_CONTEXT` for the filters) and the ``extra`` boxes; keep the detections
+    inside the grown boxes (not in ``exclude``), write their cleaned values into
+    ``image``; return the new detections. ``noise = (variance or None, background,
+    background_std, gain)``: without a variance map, each cut-out's variance is modelled
+    from its current pixels."""
+    var, bkg, bstd, gain = noise
+    ny, nx = image.shape
+    boxes = _boxes(seeds, reach) + list(extra)
+    if sum((b[0].stop - b[0].start) * (b[1].stop - b[1].start) for b in boxes) > 0.4 * image.size:
+        boxes = [(slice(0, ny), slice(0, nx))]
+    found = np.zeros_like(seeds)
+    for by, bx in boxes:
+        oy = slice(max(by.start - _CONTEXT, 0), min(by.stop + _CONTEXT, ny))
+        ox = slice(max(bx.start - _CONTEXT, 0), min(bx.stop + _CONTEXT, nx))
+        sub = image[oy, ox]
+        v = var[oy, ox] if var is not None else _variance(sub, bkg[oy, ox], bstd[oy, ox], gain)
+        m, c = _run_astroscrappy(sub, v, options)
+        inner = (
+            slice(by.start - oy.start, by.stop - oy.start),
+            slice(bx.start - ox.start, bx.stop - ox.start),
+        )
+        hit = np.zeros_like(m)
+        hit[inner] = m[inner] & ~exclude[by, bx]
+        found[oy, ox] |= hit
+        image[oy, ox][hit] = c[hit]
+    return found
+
+
+def _candidates(work, bstd, var, sigclip) -> np.ndarray:
+    """Pixels L.A.Cosmic's first iteration can flag: a Laplacian-to-noise ratio above
+    ``sigclip`` with a lower bound of astroscrappy's noise (its median-filtered variance
+    is at least the background variance), so the candidates are a superset of its
+    detections. The outermost pixel ring, where astroscrappy's Laplacian is meaningless
+    (zero padding), is left to :func:`_edge_strips`."""
+    import astroscrappy.utils  # also loads the OpenMP runtime before we look for it
+
+    if var is None:
+        noise_floor = np.float32(0.95) * bstd
+    else:
+        noise_floor = np.sqrt(ndimage.minimum_filter(np.maximum(var, 0), size=7)) * np.float32(0.99)
+    with _single_thread_openmp():
+        lplus = astroscrappy.utils.laplaceconvolve(astroscrappy.utils.subsample(work))
+        lplus[lplus < 0] = 0
+        lplus = np.asarray(astroscrappy.utils.rebin(lplus))
+    candidates = lplus > 2 * float(sigclip) * np.maximum(noise_floor, 1e-12)
+    candidates[[0, -1], :] = False
+    candidates[:, [0, -1]] = False
+    return candidates
+
+
+def _edge_strips(ny: int, nx: int) -> list[tuple[slice, slice]]:
+    """The four edge strips of a ``(ny, nx)`` frame, run as cut-outs of their own."""
+    e = min(3, ny, nx)
+    return [
+        (slice(0, e), slice(0, nx)),
+        (slice(ny - e, ny), slice(0, nx)),
+        (slice(0, ny), slice(0, e)),
+        (slice(0, ny), slice(nx - e, nx)),
+    ]
 
 
 def median_cosmics(
@@ -524,8 +419,6 @@ def median_cosmics(
     doi:10.5281/zenodo.1069648).
     """
     import ccdproc
-
-    from astrodart.calibration.ccd import repair_pixels
 
     a = np.ascontiguousarray(np.nan_to_num(np.asarray(data, np.float32)))
     bad = None if mask is None else np.asarray(mask, bool)

@@ -4,8 +4,9 @@
   photon-transfer method (Janesick 2001, *Scientific Charge-Coupled Devices*, SPIE PM83,
   ch. 2; Janesick 2007, *Photon Transfer*, SPIE PM170): differencing two frames removes
   fixed patterns (bias structure, flat-field response) and leaves twice the random noise;
-* dark current and hot pixels from a bias-subtracted master dark;
-* a bad-pixel map from the master dark and the master flat.
+* dark current and hot pixels from a bias-subtracted master dark.
+
+The bad-pixel map built from the masters is in :mod:`astrodart.calibration.pixels`.
 
 Units: frames in ADU for the photon transfer (the gain is the unknown); gain in e-/ADU,
 read noise in electrons (and ADU), dark current in (data unit)/s/px.
@@ -17,70 +18,47 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
 
-from astrodart.calibration.ccd import CalibrationError, robust_std
+from astrodart.calibration.base import CalibrationError
+from astrodart.calibration.noise import robust_std
+from astrodart.calibration.pixels import hot_pixel_mask
 
 __all__ = [
-    "BAD_HOT",
-    "BAD_FLAT_LOW",
-    "BAD_FLAT_DEVIANT",
-    "BAD_NONFINITE",
-    "BAD_WARM",
-    "REPAIR_BITS",
-    "clipped_std",
     "central_region",
     "read_noise_from_pair",
     "gain_from_pairs",
     "PhotonTransferResult",
-    "photon_transfer",
+    "measure_photon_transfer",
     "PhotonTransferCurve",
     "photon_transfer_curve",
     "DarkCurrentResult",
-    "dark_current",
-    "hot_pixel_mask",
-    "flat_defect_mask",
-    "bad_pixel_map",
-    "grid_levels",
-    "sky_flatness",
+    "measure_dark_current",
 ]
 
-#: Bits of a bad-pixel map (uint8): hot in the dark, low/dead in the flat, deviant
-#: (pixel-scale defect) in the flat, non-finite in a master, warm in the dark (dark
-#: subtraction handles them, but their dark signal flickers: cosmic-ray detection
-#: should not take them for hits).
-BAD_HOT, BAD_FLAT_LOW, BAD_FLAT_DEVIANT, BAD_NONFINITE, BAD_WARM = 1, 2, 4, 8, 16
-#: Bits repaired by default by interpolation (all but "warm").
-REPAIR_BITS = BAD_HOT | BAD_FLAT_LOW | BAD_FLAT_DEVIANT | BAD_NONFINITE
+
+#: Clipping (robust sigma) of the noise measured in difference images: removes cosmic
+#: rays and hot pixels, keeps the Gaussian efficiency of the standard deviation.
+_NOISE_CLIP = 5.0
 
 
 def central_region(shape: tuple[int, int], fraction: float = 0.5) -> tuple[slice, slice]:
-    """Slices of the central ``fraction`` of each axis of a ``(ny, nx)`` frame."""
+    """The central part of a frame.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` of the frame.
+    fraction : float
+        Fraction of each axis kept, centred.
+
+    Returns
+    -------
+    (slice, slice)
+        ``(rows, columns)`` of the central region.
+    """
     ny, nx = shape
     fy, fx = int(ny * (1 - fraction) / 2), int(nx * (1 - fraction) / 2)
     return slice(fy, ny - fy), slice(fx, nx - fx)
-
-
-def clipped_std(values: np.ndarray, nsigma: float = 4.0, iterations: int = 5) -> float:
-    """Standard deviation after iterative clipping at ``nsigma`` around the median
-    (removes cosmic rays and hot pixels from a difference image, keeps the Gaussian core
-    efficiency of the plain standard deviation)."""
-    v = np.asarray(values, np.float64).ravel()
-    v = v[np.isfinite(v)]
-    for _ in range(iterations):
-        med = np.median(v)
-        sd = np.std(v)
-        keep = np.abs(v - med) < nsigma * sd
-        if keep.all():
-            break
-        v = v[keep]
-    # a clipped Gaussian has a smaller std; correct the truncation at nsigma
-    from scipy.special import erf
-
-    k = nsigma
-    frac = erf(k / np.sqrt(2))
-    trunc = 1 - 2 * k * np.exp(-k * k / 2) / (np.sqrt(2 * np.pi) * frac)
-    return float(np.std(v) / np.sqrt(trunc))
 
 
 def read_noise_from_pair(bias1: np.ndarray, bias2: np.ndarray, region=None) -> float:
@@ -100,7 +78,7 @@ def read_noise_from_pair(bias1: np.ndarray, bias2: np.ndarray, region=None) -> f
     """
     region = region or central_region(np.shape(bias1))
     d = np.asarray(bias1, np.float64)[region] - np.asarray(bias2, np.float64)[region]
-    return clipped_std(d) / np.sqrt(2)
+    return robust_std(d, clip=_NOISE_CLIP) / np.sqrt(2)
 
 
 def gain_from_pairs(
@@ -123,7 +101,7 @@ def gain_from_pairs(
     Returns
     -------
     gain : float
-        e-/ADU.
+        Gain (e-/ADU).
     read_noise : float
         Electrons: ``gain * std(B1 - B2) / sqrt(2)``.
 
@@ -145,8 +123,8 @@ def gain_from_pairs(
         )
     # bring flat 2 to flat 1's signal level (bias removed before scaling)
     f2s = (f2 - mb2) * (s1 / s2) + mb1
-    var_f = clipped_std(f1 - f2s) ** 2
-    var_b = clipped_std(b1 - b2) ** 2
+    var_f = robust_std(f1 - f2s, clip=_NOISE_CLIP) ** 2
+    var_b = robust_std(b1 - b2, clip=_NOISE_CLIP) ** 2
     if var_f <= var_b:
         raise CalibrationError(
             "flat-pair difference is not noisier than the bias-pair difference; "
@@ -161,7 +139,9 @@ def gain_from_pairs(
 class PhotonTransferResult:
     """Gain and read noise from pairs of flats and biases.
 
-    Attributes
+    Returned by :func:`measure_photon_transfer`; the fields are also its attributes.
+
+    Parameters
     ----------
     gain : float
         Median gain over the pairs (e-/ADU).
@@ -175,6 +155,10 @@ class PhotonTransferResult:
         Per-pair values.
     signal_adu : float
         Median flat signal above bias (ADU).
+
+    References
+    ----------
+    Janesick, J. R. 2007, *Photon Transfer*, SPIE Press, doi:10.1117/3.725073.
     """
 
     gain: float
@@ -186,10 +170,22 @@ class PhotonTransferResult:
     signal_adu: float = float("nan")
 
     def read_noise_for_gain(self, gain: float) -> float:
-        """Read noise in electrons at another gain (e.g. the header's, when the chain
-        converts with it): ``read_noise_adu * gain``. The noise measured in ADU is the
-        robust quantity; pass this to ``deviation_calculation(ron=...)`` together with
-        the gain the chain uses."""
+        """Read noise in electrons at another gain: ``read_noise_adu * gain``.
+
+        The noise measured in ADU is the robust quantity; use this when the chain
+        converts with another gain (e.g. the header's), and pass the result to
+        ``deviation_calculation(ron=...)`` together with that gain.
+
+        Parameters
+        ----------
+        gain : float
+            Gain the frames are converted with (e-/ADU).
+
+        Returns
+        -------
+        float
+            Read noise of one frame (electrons).
+        """
         return self.read_noise_adu * float(gain)
 
     def __str__(self) -> str:
@@ -201,7 +197,7 @@ class PhotonTransferResult:
         )
 
 
-def photon_transfer(
+def measure_photon_transfer(
     biases: Sequence[np.ndarray], flats: Sequence[np.ndarray], region=None
 ) -> PhotonTransferResult:
     """Gain and read noise from frames taken in pairs (Janesick's photon transfer).
@@ -251,9 +247,10 @@ class PhotonTransferCurve:
     """Signal and pair variance in tiles of flat pairs: a photon-transfer curve.
 
     A single flat level still gives a range of signals when the illumination is not
-    uniform (vignetting): each tile is one point of the curve.
+    uniform (vignetting): each tile is one point of the curve. Returned by
+    :func:`photon_transfer_curve`; the fields are also its attributes.
 
-    Attributes
+    Parameters
     ----------
     signal : numpy.ndarray
         ``(ty, tx)`` median flat signal above bias per tile (ADU), averaged over the
@@ -274,6 +271,10 @@ class PhotonTransferCurve:
         NaN where the variance does not exceed the read noise).
     box : int
         Tile size (px).
+
+    References
+    ----------
+    Janesick, J. R. 2007, *Photon Transfer*, SPIE Press, doi:10.1117/3.725073.
     """
 
     signal: np.ndarray
@@ -290,8 +291,20 @@ class PhotonTransferCurve:
         return float(np.sqrt(self.read_variance))
 
     def model(self, signal, gain: float | None = None) -> np.ndarray:
-        """Expected variance (ADU^2) of one frame at ``signal`` (ADU) for ``gain``
-        (default: the fitted one): ``read_variance + signal / gain``."""
+        """Expected variance of one frame: ``read_variance + signal / gain``.
+
+        Parameters
+        ----------
+        signal : float or array_like
+            Signal above bias (ADU), any shape.
+        gain : float, optional
+            Gain (e-/ADU); default: the fitted :attr:`gain`.
+
+        Returns
+        -------
+        numpy.ndarray
+            Variance (ADU^2), float64, shape of ``signal``.
+        """
         g = self.gain if gain is None else float(gain)
         return self.read_variance + np.asarray(signal, np.float64) / g
 
@@ -308,9 +321,10 @@ def photon_transfer_curve(
 ) -> PhotonTransferCurve:
     """Photon-transfer curve from flat pairs measured in ``box`` x ``box`` tiles.
 
-    Consecutive flats (and biases) are paired as in :func:`photon_transfer`. In each
+    Consecutive flats (and biases) are paired as in :func:`measure_photon_transfer`. In each
     tile the signal is ``median(F1) - median(B1)`` and the variance of one flat is
-    ``var(F1 - F2') / 2`` (clipped, :func:`clipped_std`), where ``F2'`` is ``F2``
+    ``var(F1 - F2') / 2`` (clipped, :func:`~astrodart.calibration.noise.robust_std`), where
+    ``F2'`` is ``F2``
     brought to ``F1``'s overall level (a lamp change between the two exposures would
     otherwise leave the flat-field pattern in the difference). Per tile, shot noise
     gives ``variance = read_variance + signal / gain``.
@@ -348,8 +362,8 @@ def photon_transfer_curve(
     centre = central_region((ny, nx))
 
     read_var = [
-        clipped_std(np.asarray(biases[i], np.float64) - np.asarray(biases[i + 1], np.float64)) ** 2
-        / 2
+        robust_std(np.asarray(biases[i], np.float64) - np.asarray(biases[i + 1], np.float64),
+                   clip=_NOISE_CLIP) ** 2 / 2
         for i in range(0, len(biases) - 1, 2)
     ]
     read_variance = float(np.median(read_var))
@@ -370,7 +384,7 @@ def photon_transfer_curve(
         for a, r in enumerate(rows):
             for b, c in enumerate(cols):
                 sig[a, b] = np.median(f1[r, c]) - np.median(b1[r, c])
-                var[a, b] = clipped_std(diff[r, c]) ** 2 / 2
+                var[a, b] = robust_std(diff[r, c], clip=_NOISE_CLIP) ** 2 / 2
         signals.append(sig)
         variances.append(var)
     signal = np.mean(signals, axis=0)
@@ -389,7 +403,9 @@ def photon_transfer_curve(
 class DarkCurrentResult:
     """Dark current statistics of a bias-subtracted master dark.
 
-    Attributes
+    Returned by :func:`measure_dark_current`; the fields are also its attributes.
+
+    Parameters
     ----------
     median_rate : float
         Median dark current (data unit / s / px; e-/s/px for a master in electrons).
@@ -423,28 +439,7 @@ class DarkCurrentResult:
         )
 
 
-def hot_pixel_mask(
-    rate: np.ndarray, nsigma: float = 5.0, min_rate: float | None = None
-) -> tuple[np.ndarray, float]:
-    """Hot pixels: dark current above ``median + nsigma * robust_std`` (and above
-    ``min_rate`` when given).
-
-    Returns
-    -------
-    (numpy.ndarray, float)
-        ``(ny, nx)`` bool mask and the threshold rate used.
-    """
-    r = np.asarray(rate, np.float32)
-    med = float(np.nanmedian(r))
-    sd = float(robust_std(r))
-    thr = med + nsigma * sd
-    if min_rate is not None:
-        thr = max(thr, float(min_rate))
-    with np.errstate(invalid="ignore"):
-        return (r > thr) | ~np.isfinite(r), thr
-
-
-def dark_current(
+def measure_dark_current(
     master_dark: np.ndarray,
     exptime: float,
     nsigma: float = 5.0,
@@ -487,166 +482,3 @@ def dark_current(
         thr,
         unit,
     )
-
-
-def flat_defect_mask(
-    flat: np.ndarray,
-    min_value: float = 0.5,
-    nsigma: float = 7.0,
-    min_deviation: float = 0.03,
-    box: int = 5,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Defective pixels of a normalised flat.
-
-    Parameters
-    ----------
-    flat : numpy.ndarray
-        ``(ny, nx)`` normalised master flat (level ~1).
-    min_value : float
-        Pixels below this response are low/dead (vignetted corners of a real optical
-        system stay well above 0.5; dust donuts are a few per cent deep).
-    nsigma, min_deviation : float
-        A pixel deviating from the ``box`` x ``box`` median of its neighbours by more than
-        ``max(nsigma * robust_std, min_deviation)`` (relative) is a pixel-scale defect.
-        Dust donuts and vignetting are smooth on that scale and are not flagged.
-    box : int
-        Size (px) of the local median.
-
-    Returns
-    -------
-    low, deviant : numpy.ndarray
-        ``(ny, nx)`` bool masks.
-    """
-    f = np.asarray(flat, np.float32)
-    finite = np.isfinite(f)
-    safe = np.where(finite, f, 1.0).astype(np.float32)
-    low = (safe < min_value) | ~finite
-    local = ndimage.median_filter(safe, size=box, mode="nearest")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(local > 0, safe / local, np.nan)
-    dev = np.abs(ratio - 1)
-    thr = max(nsigma * float(robust_std(ratio)), min_deviation)
-    deviant = (dev > thr) & ~low
-    return low, deviant
-
-
-def bad_pixel_map(
-    dark_rate: np.ndarray | None = None,
-    flat: np.ndarray | None = None,
-    *,
-    hot_sigma: float = 10.0,
-    warm_sigma: float = 5.0,
-    hot_min_rate: float | None = None,
-    flat_min: float = 0.5,
-    flat_sigma: float = 7.0,
-    flat_min_deviation: float = 0.03,
-) -> np.ndarray:
-    """Bad-pixel map from a master dark (as a rate) and/or a normalised master flat.
-
-    Parameters
-    ----------
-    dark_rate : numpy.ndarray, optional
-        ``(ny, nx)`` dark current (unit / s) of a bias-subtracted master dark.
-    flat : numpy.ndarray, optional
-        ``(ny, nx)`` normalised master flat.
-    hot_sigma, hot_min_rate : float
-        Hot-pixel threshold (:func:`hot_pixel_mask`); the default (10 sigma) keeps the
-        "hot" bit to pixels whose dark signal dark subtraction cannot be trusted to remove.
-    warm_sigma : float
-        Pixels between ``warm_sigma`` and ``hot_sigma`` get the "warm" bit.
-    flat_min, flat_sigma, flat_min_deviation : float
-        Flat defect thresholds (:func:`flat_defect_mask`).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(ny, nx)`` uint8 bit map: :data:`BAD_HOT` | :data:`BAD_FLAT_LOW` |
-        :data:`BAD_FLAT_DEVIANT` | :data:`BAD_NONFINITE` | :data:`BAD_WARM`; 0 = good.
-
-    Raises
-    ------
-    CalibrationError
-        Neither input given, or shapes that differ.
-    """
-    if dark_rate is None and flat is None:
-        raise CalibrationError("a bad-pixel map needs a master dark, a master flat, or both")
-    shapes = {np.shape(a) for a in (dark_rate, flat) if a is not None}
-    if len(shapes) > 1:
-        raise CalibrationError(f"master dark and flat have different shapes {sorted(shapes)}")
-    shape = shapes.pop()
-    bpm = np.zeros(shape, np.uint8)
-    if dark_rate is not None:
-        hot, _ = hot_pixel_mask(dark_rate, hot_sigma, hot_min_rate)
-        warm, _ = hot_pixel_mask(dark_rate, min(warm_sigma, hot_sigma), hot_min_rate)
-        bpm[hot] |= BAD_HOT
-        bpm[warm & ~hot] |= BAD_WARM
-        bpm[~np.isfinite(dark_rate)] |= BAD_NONFINITE
-    if flat is not None:
-        low, deviant = flat_defect_mask(flat, flat_min, flat_sigma, flat_min_deviation)
-        bpm[low] |= BAD_FLAT_LOW
-        bpm[deviant] |= BAD_FLAT_DEVIANT
-        bpm[~np.isfinite(flat)] |= BAD_NONFINITE
-    return bpm
-
-
-def grid_levels(image: np.ndarray, grid: int = 8, nsigma: float = 3.0) -> np.ndarray:
-    """Sky level in each cell of a ``grid`` x ``grid`` division of a frame.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        ``(ny, nx)`` frame (bias removed, so that its level is the sky).
-    grid : int
-        Cells per axis; edge rows/columns that do not fill a cell are left out.
-    nsigma : float
-        Sigma-clipping threshold (median/MAD, iterated): stars, cosmic rays and hot
-        pixels do not move a cell's level.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(grid, grid)`` sigma-clipped medians, row 0 at the bottom of the frame.
-    """
-    from astropy.stats import sigma_clipped_stats
-
-    a = np.asarray(image, np.float64)
-    ny, nx = a.shape
-    cy, cx = ny // grid, nx // grid
-    out = np.empty((grid, grid))
-    for i in range(grid):
-        for j in range(grid):
-            cell = a[i * cy : (i + 1) * cy, j * cx : (j + 1) * cx]
-            out[i, j] = sigma_clipped_stats(
-                cell, sigma=nsigma, maxiters=5, cenfunc="median", stdfunc="mad_std"
-            )[1]
-    return out
-
-
-def sky_flatness(image: np.ndarray, grid: int = 8, nsigma: float = 3.0) -> float:
-    """Large-scale non-uniformity of a frame: ``std / mean`` of its :func:`grid_levels`.
-
-    A well flat-fielded sky frame is flat to a fraction of a per cent; vignetting and dust
-    donuts of an uncorrected frame make it a few per cent.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        ``(ny, nx)`` frame, bias removed.
-    grid, nsigma
-        As :func:`grid_levels`.
-
-    Returns
-    -------
-    float
-        Relative RMS of the cell levels (fraction: 0.01 = 1 %).
-
-    Raises
-    ------
-    CalibrationError
-        The mean level is not positive (a frame still holding no signal, or over-subtracted).
-    """
-    levels = grid_levels(image, grid, nsigma)
-    mean = float(np.mean(levels))
-    if not np.isfinite(mean) or mean <= 0:
-        raise CalibrationError(f"sky_flatness: mean level {mean:.4g} is not positive")
-    return float(np.std(levels) / mean)

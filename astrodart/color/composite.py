@@ -26,13 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from astrodart.alignment.match import detect_stars, estimate_background
+from astrodart.sources.background import estimate_background, sky_stats
+from astrodart.sources.psf import fwhm_of_stars
+from astrodart.sources.stars import find_stars, positions_of
 
 __all__ = [
     "STRETCHES",
     "ColourBalance",
     "neutralise_background",
-    "estimate_fwhm",
     "select_field_stars",
     "channel_fwhm",
     "match_psf",
@@ -72,7 +73,7 @@ def neutralise_background(r, g, b, mask=None, box_size: int = 64
     mask : (ny, nx) bool array_like, optional
         True marks invalid pixels (ignored in the sky estimate, kept as NaN).
     box_size : int
-        Sky box size, pixels (see :func:`astrodart.alignment.match.estimate_background`);
+        Sky box size, pixels (see :func:`astrodart.sources.background.estimate_background`);
         it should be several times larger than the stars.
 
     Returns
@@ -94,43 +95,6 @@ def neutralise_background(r, g, b, mask=None, box_size: int = 64
         out.append(s)
         sigmas.append(float(sigma))
     return out, sigmas
-
-
-def estimate_fwhm(image, xy, mask=None, fit_shape: int = 11) -> float:
-    """Median stellar FWHM (pixels) from circular-Gaussian fits at given positions
-    (:func:`photutils.psf.fit_fwhm`).
-
-    Parameters
-    ----------
-    image : (ny, nx) array_like
-        Background-subtracted image.
-    xy : (N, 2) array_like
-        Star positions, 0-based ``x, y`` (isolated, unsaturated stars work best).
-    mask : bool array_like, optional
-        True marks invalid pixels.
-    fit_shape : int
-        Odd side of the fitting box, pixels.
-
-    Returns
-    -------
-    float
-        Median FWHM, pixels (NaN if no fit succeeded).
-    """
-    from photutils.psf import fit_fwhm
-
-    xy = np.asarray(xy, float).reshape(-1, 2)
-    image = np.asarray(image, float)
-    half = fit_shape // 2
-    ny, nx = image.shape
-    ok = (xy[:, 0] >= half) & (xy[:, 0] < nx - half) & (xy[:, 1] >= half) & (xy[:, 1] < ny - half)
-    if not ok.any():
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        f = np.asarray(fit_fwhm(np.nan_to_num(image), xypos=xy[ok], fit_shape=fit_shape,
-                                mask=None if mask is None else np.asarray(mask, bool)))
-    f = f[np.isfinite(f) & (f > 0.8) & (f < fit_shape)]
-    return float(np.median(f)) if f.size else float("nan")
 
 
 def star_fluxes(channels, xy, radius: float, annulus: tuple[float, float] | None = None
@@ -183,12 +147,6 @@ def star_fluxes(channels, xy, radius: float, annulus: tuple[float, float] | None
     return out
 
 
-def _sky_sigma(c: np.ndarray, bad: np.ndarray) -> float:
-    v = c[~bad]
-    v = v[::max(1, v.size // 250_000)]
-    return 1.4826 * float(np.median(np.abs(v - np.median(v)))) if v.size else 0.0
-
-
 def _union_mask(chans, mask) -> np.ndarray:
     bad = np.zeros(chans[0].shape, bool) if mask is None else np.asarray(mask, bool).copy()
     for c in chans:
@@ -201,7 +159,7 @@ def select_field_stars(r, g, b, mask=None, saturation=None, max_stars: int = 200
     """Isolated, unsaturated stars seen in all three channels, for colour work.
 
     Stars are detected on the sum of the noise-normalised channels
-    (:func:`astrodart.alignment.match.detect_stars`); those near an edge or an invalid pixel,
+    (:func:`astrodart.sources.stars.find_stars`); those near an edge or an invalid pixel,
     with a brighter neighbour within 4 FWHM, or reaching ``saturation`` in any channel
     are dropped.
 
@@ -229,19 +187,18 @@ def select_field_stars(r, g, b, mask=None, saturation=None, max_stars: int = 200
     """
     chans = _channels(r, g, b)
     bad = _union_mask(chans, mask)
-    sig = [_sky_sigma(c, bad) or 1.0 for c in chans]
+    sig = [sky_stats(c, mask=bad).rms or 1.0 for c in chans]
     total = sum(np.where(bad, 0.0, c) / s for c, s in zip(chans, sig))
-    stars = detect_stars(total, bad, fwhm=fwhm or 3.0, max_stars=max_stars)
-    if fwhm is None and len(stars) >= 3:
-        fwhm = estimate_fwhm(total, stars.xy[: min(30, len(stars))], bad, fit_shape=11)
+    xy = _field_star_xy(total, bad, fwhm or 3.0, max_stars)
+    if fwhm is None and len(xy) >= 3:
+        fwhm = fwhm_of_stars(total, xy[:30], mask=bad, fwhm_guess=3.0)
         fwhm = fwhm if np.isfinite(fwhm) else 3.0
-        stars = detect_stars(total, bad, fwhm=fwhm, max_stars=max_stars)
+        xy = _field_star_xy(total, bad, fwhm, max_stars)
     fwhm = float(fwhm or 3.0)
     if saturation is None:
         sat = [0.8 * float(np.percentile(c[~bad], 99.99)) for c in chans]
     else:
         sat = list(np.broadcast_to(np.asarray(saturation, float), (3,)))
-    xy = stars.xy
     keep = np.ones(len(xy), bool)
     for i in range(1, len(xy)):  # sorted brightest first: no brighter source within 4 FWHM
         if (np.hypot(*(xy[:i] - xy[i]).T) < 4 * fwhm).any():
@@ -262,8 +219,15 @@ def select_field_stars(r, g, b, mask=None, saturation=None, max_stars: int = 200
     return xy[keep], fwhm
 
 
+def _field_star_xy(image, bad, fwhm: float, max_stars: int) -> np.ndarray:
+    """Positions ``(n, 2)`` of the brightest stars, hot pixels and cosmic rays dropped."""
+    return positions_of(find_stars(image, fwhm, mask=bad, max_stars=max_stars,
+                                   reject_sharp=True, border=3))
+
+
 def channel_fwhm(channels, xy, mask=None) -> list[float]:
-    """FWHM of each channel measured on the same stars (see :func:`estimate_fwhm`).
+    """FWHM of each channel measured on the same stars
+    (:func:`astrodart.sources.psf.fwhm_of_stars`).
 
     Parameters
     ----------
@@ -280,7 +244,7 @@ def channel_fwhm(channels, xy, mask=None) -> list[float]:
         FWHM per channel, pixels (NaN where no fit succeeded).
     """
     xy = np.asarray(xy, float).reshape(-1, 2)[:40]
-    return [estimate_fwhm(np.nan_to_num(np.asarray(c, float)), xy, mask) for c in channels]
+    return [fwhm_of_stars(np.nan_to_num(np.asarray(c, float)), xy, mask=mask) for c in channels]
 
 
 def match_psf(channels, fwhms, mask=None) -> tuple[list[np.ndarray], float]:
@@ -334,7 +298,7 @@ def match_psf(channels, fwhms, mask=None) -> tuple[list[np.ndarray], float]:
 class ColourBalance:
     """Result of :func:`star_colour_balance`.
 
-    Attributes
+    Parameters
     ----------
     factors : (3,) ndarray
         Multipliers for the red, green and blue channels (green = 1).
@@ -408,7 +372,7 @@ def star_colour_balance(r, g, b, mask=None, saturation=None, max_stars: int = 20
     xy = np.asarray(xy, float).reshape(-1, 2)
     radius = max(2.0, 2.0 * fwhm)
     flux = star_fluxes(chans, xy, radius)
-    noise = np.array([_sky_sigma(c, bad) for c in chans]) * np.sqrt(np.pi) * radius
+    noise = np.array([sky_stats(c, mask=bad).rms for c in chans]) * np.sqrt(np.pi) * radius
     good = np.isfinite(flux).all(1) & (flux / noise > min_snr).all(1)
     xy, flux = xy[good], flux[good]
     if len(xy) < 3:

@@ -59,7 +59,17 @@ _TYPE_LOOKUP = {sp: t for t, sps in _TYPE_SPELLINGS.items() for sp in sps}
 
 
 class MissingKeywordError(KeyError):
-    """A required header quantity is absent; the message names the file and keywords tried."""
+    """A required header quantity is absent; the message names the file and keywords tried.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file.
+    quantity : str
+        What is missing, e.g. ``"exposure time"``.
+    keywords : sequence of str
+        The keywords looked for; the first is suggested in the fix.
+    """
 
     def __init__(self, path, quantity: str, keywords):
         self.path = str(path)
@@ -74,7 +84,19 @@ class MissingKeywordError(KeyError):
 
 
 class HeaderValueError(ValueError):
-    """A header keyword is present but its value cannot be understood."""
+    """A header keyword is present but its value cannot be understood.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file.
+    keyword : str
+        The keyword.
+    value : object
+        Its value.
+    expected : str
+        What was expected, e.g. ``"a number"``.
+    """
 
     def __init__(self, path, keyword: str, value, expected: str):
         self.path = str(path)
@@ -82,7 +104,18 @@ class HeaderValueError(ValueError):
 
 
 def normalise_frame_type(value) -> str | None:
-    """Map an ``IMAGETYP`` spelling to one of :data:`FRAME_TYPES`, or None if unknown."""
+    """Map an ``IMAGETYP`` spelling to one of :data:`FRAME_TYPES`.
+
+    Parameters
+    ----------
+    value : str or None
+        The header value, e.g. ``'Light Frame'``, ``'FLAT'``, ``'Dark_Frame'``.
+
+    Returns
+    -------
+    str or None
+        ``'bias'``, ``'dark'``, ``'flat'``, ``'flatdark'`` or ``'object'``; None if unknown.
+    """
     if value is None:
         return None
     key = re.sub(r"[\s_]+", " ", str(value).strip().lower())
@@ -96,8 +129,19 @@ def normalise_frame_type(value) -> str | None:
 
 
 def normalise_name(value) -> str:
-    """Canonical form of a target name for matching: lower case, no spaces, '-' or '_'
-    (so 'hat-p-27', 'HAT P 27' and 'HAT_P_27' are all 'hatp27')."""
+    """Canonical form of a target name for matching.
+
+    Parameters
+    ----------
+    value : str
+        A target name.
+
+    Returns
+    -------
+    str
+        Lower case without spaces, '-' or '_' (so 'hat-p-27', 'HAT P 27' and 'HAT_P_27'
+        are all 'hatp27').
+    """
     return re.sub(r"[\s\-_]+", "", str(value)).lower()
 
 
@@ -361,7 +405,15 @@ class FrameHeader:
         return EarthLocation.from_geodetic(lon=lon_a.wrap_at(180 * u.deg), lat=lat_a, height=height * u.m)
 
     def summary(self) -> dict:
-        """A dict of the normalised quantities (None where absent), for tables and logs."""
+        """The normalised quantities, for tables and logs.
+
+        Returns
+        -------
+        dict
+            ``{quantity: value}`` (frame type, filter, object, exposure in s, gain in e-/ADU,
+            read noise in e-, binning, CCD temperature in deg C, pixel scale in arcsec/px);
+            None where absent or not understood.
+        """
         out = {}
         for name in ("frame_type", "filter", "object", "exptime_or_none", "gain", "read_noise",
                      "binning", "ccd_temperature", "pixel_scale"):
@@ -385,7 +437,23 @@ def _is_number(s) -> bool:
 
 
 def shape_of(path) -> tuple[int, int]:
-    """``(ny, nx)`` of a file's image, read from its header only."""
+    """The image shape of a file, read from its header only.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A FITS file.
+
+    Returns
+    -------
+    tuple of int
+        ``(ny, nx)``.
+
+    Raises
+    ------
+    FrameError
+        Missing, empty, unreadable or image-less file.
+    """
     h = read_header(path)
     return int(h["NAXIS2"]), int(h["NAXIS1"])
 

@@ -38,6 +38,7 @@ __all__ = [
     "atomic_output",
     "atomic_path",
     "remove_stale_temporaries",
+    "is_complete_fits",
     "strip_fits_suffix",
 ]
 
@@ -49,7 +50,15 @@ _TMP_PREFIX = ".astrodart-tmp-"
 
 
 class FrameError(Exception):
-    """A frame could not be read or written; the message names the file and the problem."""
+    """A frame could not be read or written; the message names the file and the problem.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file.
+    problem : str
+        What is wrong with it, e.g. ``"file is empty (0 bytes)"``.
+    """
 
     def __init__(self, path, problem: str):
         self.path = str(path)
@@ -58,14 +67,36 @@ class FrameError(Exception):
 
 
 def is_fits_path(path) -> bool:
-    """Return True if ``path`` has a FITS image extension (``.fit``, ``.fits``, ``.fts``,
-    any case, optionally followed by ``.gz``) and is not an astrodart temporary file."""
+    """Whether ``path`` names a FITS image and is not an astrodart temporary file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A file path; the extension ``.fit``, ``.fits`` or ``.fts`` (any case, optionally
+        followed by ``.gz``) counts.
+
+    Returns
+    -------
+    bool
+        True for a FITS image name.
+    """
     name = Path(path).name
     return bool(_FITS_RE.search(name)) and not name.startswith(_TMP_PREFIX)
 
 
 def strip_fits_suffix(name: str) -> str:
-    """Return ``name`` without its FITS (and ``.gz``) extension."""
+    """Return ``name`` without its FITS (and ``.gz``) extension.
+
+    Parameters
+    ----------
+    name : str
+        A file name, e.g. ``'a.FIT.gz'``.
+
+    Returns
+    -------
+    str
+        The name without the extension (``'a'``).
+    """
     return _FITS_RE.sub("", name)
 
 
@@ -93,6 +124,18 @@ def find_fits(directory, recursive: bool = False) -> list[str]:
 
 def image_hdu_index(hdul: fits.HDUList, path="<memory>") -> int:
     """Index of the first HDU holding a 2-D (or higher) image.
+
+    Parameters
+    ----------
+    hdul : astropy.io.fits.HDUList
+        The open file.
+    path : str or pathlib.Path, optional
+        Named in the error.
+
+    Returns
+    -------
+    int
+        The HDU index (0 for the primary HDU).
 
     Raises
     ------
@@ -125,10 +168,20 @@ def read_header(path) -> fits.Header:
     When the image sits in an extension, the primary header's cards that the
     extension lacks (e.g. ``DATE-OBS`` written only in the primary) are merged in.
 
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A FITS file (plain or gzip).
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        A copy of the image header.
+
     Raises
     ------
     FrameError
-        Missing, empty, unreadable or image-less file.
+        Missing, empty, truncated, unreadable or image-less file.
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -229,8 +282,18 @@ def read_frame(path, unit=None, dtype=np.float32, default_unit="adu") -> CCDData
 
 
 def atomic_path(path) -> Path:
-    """A hidden temporary path in the same folder as ``path`` and with the same suffix
-    (so astropy still gzips a ``.gz`` name)."""
+    """A hidden temporary path in the same folder as ``path``, with the same suffix.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The final path (keeping its suffix, astropy still gzips a ``.gz`` name).
+
+    Returns
+    -------
+    pathlib.Path
+        ``.astrodart-tmp-<pid>-<random>-<name>`` beside ``path``.
+    """
     path = Path(path)
     return path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
 
@@ -364,6 +427,13 @@ def remove_stale_temporaries(directory, names: Iterable[str] | None = None) -> l
     Only files named with astrodart's temporary prefix whose writing process is no
     longer alive are removed; a user's file is never touched.
 
+    Parameters
+    ----------
+    directory : str or pathlib.Path
+        The folder to clean.
+    names : iterable of str, optional
+        Only temporaries of these final names (default: all).
+
     Returns
     -------
     list of str
@@ -400,3 +470,34 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def is_complete_fits(path) -> bool:
+    """Whether ``path`` is a readable FITS file whose every HDU is whole.
+
+    Only the headers are read; astropy warns when a file is shorter than its headers
+    announce (e.g. cut short by a power loss before the data reached the disk).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file.
+
+    Returns
+    -------
+    bool
+        False for a missing, unreadable, empty or truncated file.
+    """
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+                ok = len(hdul) > 0
+    except Exception:
+        return False
+    return ok and not any(
+        issubclass(w.category, AstropyUserWarning) and "truncated" in str(w.message)
+        for w in caught
+    )

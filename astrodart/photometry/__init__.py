@@ -1,1 +1,2 @@
-"""Layer 2: aperture photometry, ensemble differential light curves, time (BJD_TDB, airmass), sites, transit fit."""
+"""Layer 2: aperture photometry, ensemble differential light curves, time (BJD_TDB,
+airmass), sites, transit fit."""

@@ -1,11 +1,16 @@
 """Observatory locations, offline.
 
-A small built-in table of common observatories (and the teaching observatories whose
-nights ship with astrodart), so that ``obs_location='OT'`` works without a network.
-Names are matched case-insensitively, ignoring spaces and punctuation, against each
-site's key and aliases. Names that are not in the table are looked up in astropy's
-site registry (:meth:`astropy.coordinates.EarthLocation.of_site`), which needs a
-network connection the first time.
+A table of observatories shipped with astrodart (``astrodart/data/sites.json``: the
+common observatories of astropy's site registry, under astropy's keys and aliases, and
+the sites of the sample nights: Mt Stony Brook, Whipple Observatory / MicroObservatory,
+ESO La Silla, Feder Observatory), so that ``obs_location='Whipple Observatory'`` works
+without a network. Each entry says where its numbers come from (``source``). Names are
+matched case-insensitively, ignoring spaces and punctuation, against each site's key,
+name and aliases. Other names are looked up in astropy's site registry
+(:meth:`astropy.coordinates.EarthLocation.of_site`): from astropy's download cache when
+it holds the registry, and over the network only when downloads are allowed (not with
+``ASTRODART_OFFLINE=1``). An unknown name raises :class:`UnknownSiteError` listing the
+five closest known names.
 
 Coordinates are geodetic (WGS84), longitude **east-positive** in degrees, height in
 metres above the ellipsoid (to a few metres). A kilometre of error in the site moves a
@@ -14,12 +19,16 @@ BJD_TDB by at most 3 microseconds, so this precision is ample for timing.
 
 from __future__ import annotations
 
+import difflib
+import json
 import logging
+import os
 import re
 from dataclasses import dataclass
+from importlib import resources
 
 from astropy import units as u
-from astropy.coordinates import EarthLocation
+from astropy.coordinates import EarthLocation, UnknownSiteException
 
 __all__ = [
     "Site",
@@ -27,8 +36,10 @@ __all__ = [
     "UnknownSiteError",
     "site_location",
     "find_site",
+    "closest_sites",
     "known_sites",
     "location_from_lat_lon",
+    "resolve_location",
 ]
 
 log = logging.getLogger("astrodart")
@@ -38,7 +49,7 @@ log = logging.getLogger("astrodart")
 class Site:
     """One observatory of the built-in table.
 
-    Attributes
+    Parameters
     ----------
     key : str
         Short name (e.g. ``'OT'``).
@@ -50,6 +61,8 @@ class Site:
         Height above the WGS84 ellipsoid, metres.
     aliases : tuple of str
         Other names accepted for the site.
+    source : str
+        Where the numbers come from.
     """
 
     key: str
@@ -58,6 +71,7 @@ class Site:
     lon: float
     height: float
     aliases: tuple[str, ...] = ()
+    source: str = ""
 
     @property
     def location(self) -> EarthLocation:
@@ -67,131 +81,35 @@ class Site:
         )
 
 
-#: The built-in observatories (published geodetic positions, rounded to ~10 m).
-SITES: tuple[Site, ...] = (
-    Site(
-        "OT",
-        "Observatorio del Teide (Tenerife)",
-        28.3003,
-        -16.5097,
-        2390.0,
-        ("teide", "observatorio del teide", "izana", "izaña", "tenerife", "iac80", "tcs"),
-    ),
-    Site(
-        "ORM",
-        "Observatorio del Roque de los Muchachos (La Palma)",
-        28.7606,
-        -17.8815,
-        2332.0,
-        ("roque de los muchachos", "lapalma", "la palma", "wht", "gtc"),
-    ),
-    Site("CAHA", "Calar Alto Observatory", 37.2236, -2.5461, 2168.0, ("calar alto", "calaralto")),
-    Site("OSN", "Observatorio de Sierra Nevada", 37.0642, -3.3847, 2896.0, ("sierra nevada",)),
-    Site(
-        "OAJ", "Observatorio Astrofisico de Javalambre", 40.0425, -1.0164, 1957.0, ("javalambre",)
-    ),
-    Site(
-        "LASILLA",
-        "ESO La Silla Observatory",
-        -29.2611,
-        -70.7314,
-        2400.0,
-        ("la silla", "eso la silla", "lso"),
-    ),
-    Site(
-        "PARANAL",
-        "ESO Paranal Observatory (VLT)",
-        -24.6272,
-        -70.4042,
-        2635.0,
-        ("cerro paranal", "vlt", "eso paranal"),
-    ),
-    Site(
-        "CTIO",
-        "Cerro Tololo Inter-American Observatory",
-        -30.1694,
-        -70.8064,
-        2207.0,
-        ("cerro tololo", "tololo"),
-    ),
-    Site(
-        "MKO",
-        "Mauna Kea Observatories",
-        19.8206,
-        -155.4681,
-        4205.0,
-        ("mauna kea", "maunakea", "keck", "cfht", "subaru", "gemini north"),
-    ),
-    Site(
-        "KPNO",
-        "Kitt Peak National Observatory",
-        31.9583,
-        -111.6000,
-        2096.0,
-        ("kitt peak", "kittpeak"),
-    ),
-    Site(
-        "LICK",
-        "Lick Observatory (Mt Hamilton)",
-        37.3414,
-        -121.6429,
-        1283.0,
-        ("lick observatory", "mt hamilton", "mount hamilton"),
-    ),
-    Site(
-        "MCDONALD",
-        "McDonald Observatory",
-        30.6714,
-        -104.0222,
-        2070.0,
-        ("mcdonald observatory", "mt locke"),
-    ),
-    Site(
-        "PALOMAR",
-        "Palomar Observatory",
-        33.3564,
-        -116.8650,
-        1712.0,
-        ("palomar observatory", "mt palomar", "mount palomar"),
-    ),
-    Site(
-        "FLWO",
-        "Fred Lawrence Whipple Observatory (Mt Hopkins)",
-        31.6808,
-        -110.8783,
-        2344.0,
-        ("whipple", "mt hopkins", "mount hopkins", "mmt", "microobservatory", "amado"),
-    ),
-    Site(
-        "SSO",
-        "Siding Spring Observatory",
-        -31.2733,
-        149.0644,
-        1165.0,
-        ("siding spring", "sidingspring", "aat"),
-    ),
-    Site("APO", "Apache Point Observatory", 32.7803, -105.8203, 2788.0, ("apache point",)),
-    Site(
-        "GREENWICH",
-        "Royal Observatory Greenwich",
-        51.4769,
-        -0.0005,
-        46.0,
-        ("royal observatory greenwich",),
-    ),
-    Site(
-        "MSBO",
-        "Mt Stony Brook Observatory (Stony Brook University)",
-        40.91,
-        -73.12,
-        40.0,
-        ("mt stony brook", "mount stony brook", "stony brook", "sbu"),
-    ),
-)
+def _load_sites() -> tuple[Site, ...]:
+    text = resources.files("astrodart").joinpath("data/sites.json").read_text(encoding="utf-8")
+    return tuple(
+        Site(key, d["name"], float(d["latitude"]), float(d["longitude"]),
+             float(d["elevation"]), tuple(d.get("aliases", ())), d.get("source", ""))
+        for key, d in json.loads(text).items()
+    )
+
+
+#: The built-in observatories (``astrodart/data/sites.json``; each with its ``source``).
+SITES: tuple[Site, ...] = _load_sites()
 
 
 class UnknownSiteError(KeyError):
-    """An observatory name is neither in the built-in table nor in astropy's registry."""
+    """An observatory name is neither in the built-in table nor in astropy's registry.
+
+    The message lists the closest known names (also in :attr:`suggestions`).
+
+    Parameters
+    ----------
+    message : str
+        What was asked for and the closest known names.
+    suggestions : tuple of str, optional
+        The closest known names, best first (kept as :attr:`suggestions`).
+    """
+
+    def __init__(self, message: str, suggestions: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.suggestions = tuple(suggestions)
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0]) if self.args else ""
@@ -202,18 +120,37 @@ def _norm(name: str) -> str:
 
 
 _INDEX: dict[str, Site] = {}
+_DISPLAY: dict[str, str] = {}  # normalised name -> name as written
 for _s in SITES:
-    for _n in (_s.key, _s.name, *_s.aliases):
+    for _n in (_s.key, _s.name, _s.name.split(" (")[0], *_s.aliases):
         _INDEX.setdefault(_norm(_n), _s)
+        _DISPLAY.setdefault(_norm(_n), _n)
 
 
 def known_sites() -> list[str]:
-    """Keys of the built-in observatories, e.g. ``['OT', 'ORM', ...]``."""
+    """Keys of the built-in observatories.
+
+    Returns
+    -------
+    list of str
+        E.g. ``['OT', 'ORM', ...]``.
+    """
     return [s.key for s in SITES]
 
 
 def find_site(name: str) -> Site | None:
-    """The built-in :class:`Site` called ``name`` (key or alias, any case), or None."""
+    """The built-in :class:`Site` of a name.
+
+    Parameters
+    ----------
+    name : str
+        Key or alias (case, spaces and punctuation ignored).
+
+    Returns
+    -------
+    Site or None
+        None when the name is not in the table.
+    """
     return _INDEX.get(_norm(str(name)))
 
 
@@ -223,11 +160,12 @@ def site_location(name: str, online: bool = True) -> EarthLocation:
     Parameters
     ----------
     name : str
-        Key or alias of a built-in site (``'OT'``, ``'Roque de los Muchachos'``,
-        ``'Mt Stony Brook'`` ...; case, spaces and punctuation ignored), or any name of
-        astropy's site registry.
+        Key, name or alias of a built-in site (``'OT'``, ``'Roque de los Muchachos'``,
+        ``'Whipple Observatory'``, ``'flwo'``, ``'Mt Stony Brook'`` ...; case, spaces
+        and punctuation ignored), or any name of astropy's site registry.
     online : bool
-        Try astropy's registry (may need the network) for names not in the table.
+        Try astropy's registry for names not in the table: its cached copy, and the
+        network unless ``ASTRODART_OFFLINE`` is set.
 
     Returns
     -------
@@ -236,24 +174,58 @@ def site_location(name: str, online: bool = True) -> EarthLocation:
     Raises
     ------
     UnknownSiteError
-        The name is unknown (the message lists the built-in keys).
+        The name is unknown (the message lists the 5 closest known names).
     """
     site = find_site(name)
     if site is not None:
         return site.location
     if online:
+        download = os.environ.get("ASTRODART_OFFLINE", "").strip().lower() not in (
+            "1", "true", "yes")
         try:
-            loc = EarthLocation.of_site(str(name))
+            from astropy.utils.data import conf
+
+            with conf.set_temp("allow_internet", download):
+                loc = EarthLocation.of_site(str(name))
             log.info("site %r taken from astropy's site registry", name)
             return loc
-        except Exception as exc:  # UnknownSiteException, URLError when offline, ...
-            reason = f"astropy's registry: {type(exc).__name__}"
+        except UnknownSiteException:
+            reason = "not in astropy's registry either"
+        except Exception as exc:  # URLError when offline without a cached registry, ...
+            reason = f"astropy's registry unavailable: {type(exc).__name__}"
     else:
         reason = "astropy's registry not consulted"
+    close = closest_sites(name)
     raise UnknownSiteError(
-        f"unknown observatory {name!r} ({reason}); built-in sites: {', '.join(known_sites())}; "
-        "or give [lat_deg, lon_deg_east, height_m]"
+        f"unknown observatory {name!r} ({reason}); closest known names: "
+        f"{', '.join(repr(c) for c in close)}; known_sites() lists all {len(SITES)} built-in "
+        "sites; or give [lat_deg, lon_deg_east, height_m]",
+        close,
     )
+
+
+def closest_sites(name: str, n: int = 5) -> list[str]:
+    """The known site names closest to a name (case, spaces and punctuation ignored).
+
+    Parameters
+    ----------
+    name : str
+        A (misspelt) observatory name.
+    n : int
+        How many names to return.
+
+    Returns
+    -------
+    list of str
+        Up to ``n`` names (or aliases) of different built-in sites, closest first.
+    """
+    key = _norm(str(name))
+    out: dict[str, str] = {}  # site key -> closest of its names
+    for c in difflib.get_close_matches(key, list(_DISPLAY), n=len(_DISPLAY), cutoff=0.0):
+        out.setdefault(_INDEX[c].key, _DISPLAY[c])
+        if len(out) == n:
+            break
+    return list(out.values())
 
 
 def location_from_lat_lon(coordinates) -> EarthLocation:
@@ -292,4 +264,44 @@ def location_from_lat_lon(coordinates) -> EarthLocation:
         raise ValueError(f"longitude {lon} outside -360..360 deg")
     return EarthLocation.from_geodetic(
         lon=((lon + 180) % 360 - 180) * u.deg, lat=lat * u.deg, height=height * u.m
+    )
+
+
+def resolve_location(obs_location, header=None) -> EarthLocation:
+    """The observatory from a name, coordinates, a location or a frame header.
+
+    Parameters
+    ----------
+    obs_location : str, sequence of float, EarthLocation or None
+        A site name (see :func:`site_location`), ``[lat_deg, lon_deg, height_m]`` (see
+        :func:`location_from_lat_lon`) or an EarthLocation (returned as is).
+    header : astrodart.frames.header.FrameHeader, optional
+        Used when ``obs_location`` is None: its ``location`` (site keywords).
+
+    Returns
+    -------
+    astropy.coordinates.EarthLocation
+
+    Raises
+    ------
+    UnknownSiteError
+        Unknown site name.
+    ValueError
+        Malformed coordinates, or nothing gives the site.
+    """
+    if isinstance(obs_location, EarthLocation):
+        return obs_location
+    if isinstance(obs_location, str):
+        return site_location(obs_location)
+    if obs_location is not None:
+        return location_from_lat_lon(obs_location)
+    if header is not None:
+        loc = header.location
+        if loc is not None:
+            log.info("observatory location taken from the header of %s", header.path)
+            return loc
+    raise ValueError(
+        "the observatory location is unknown: pass obs_location= (a site name such "
+        "as 'OT', [lat_deg, lon_deg, height_m], or an EarthLocation); the frames "
+        "carry no site keywords"
     )

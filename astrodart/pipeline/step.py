@@ -1,8 +1,8 @@
-"""Layer 3: the step engine that turns a per-frame function into a file-level step.
+"""Layer 3: the step engine that turns a science function into a file-level step.
 
 Every file-level step of astrodart (``trimmer``, ``gain_correction``, ...) is a small
-subclass of :class:`Step` that implements only :meth:`Step.process` (one
-``CCDData`` in, one ``CCDData`` out). The engine supplies, once and for all:
+subclass of one of the step kinds below that implements one method. The engine
+supplies, once and for all:
 
 * inputs = list of paths, outputs = list of paths, named with the AstroDART prefix
   (``trimmed_``, ``gain_corrected_`` ...) in the working directory;
@@ -11,210 +11,173 @@ subclass of :class:`Step` that implements only :meth:`Step.process` (one
   killed run are removed;
 * a parallel map over frames through any :class:`concurrent.futures.Executor`
   (default: a process pool sized to the cores; a ``dask.distributed.Client`` fits the
-  same slot because it has ``submit``);
-* per-frame error capture: one bad frame is reported (warning + log) and skipped;
+  same slot because it has ``submit``), see :mod:`astrodart.pipeline.executors`;
+* per-frame error capture: one bad frame is reported (one :class:`FrameSkippedWarning`
+  per run, with the count, + log) and skipped;
+* warnings once per run: :meth:`Step.run` counts the :func:`astrodart.exceptions.warn`
+  calls of its frames (also those made in pool workers, recorded there and replayed
+  here) and issues each kind once, with the number of frames it hit;
 * provenance header keywords (step, package version, parameters, masters used);
-* a JSON-lines run log in the target's reduction directory.
+* a JSON-lines run log in the target's reduction directory
+  (:mod:`astrodart.pipeline.runlog`).
 
-Speed: each frame is read once and written once per step, by the worker that processes
-it; only paths and a small summary travel back to the caller. Outputs are not forced to
-disk one by one (``fsync``): a per-frame ``fsync`` made the workers wait for the disk
-(several seconds per night on a shared disk) and protects only against a power loss,
-which the resume check below covers (a truncated output is redone, not reused). Set
-:attr:`Step.fsync_outputs` to force each output to disk.
+The kinds of step (each one method to write; the four beyond one-to-one live in
+:mod:`astrodart.pipeline.kinds`)::
 
-Why our own engine and not a workflow library: the step semantics users know from
-AstroDART (prefix naming, ``overwrite='yes'``, returning output lists) plus resume and
-provenance fit in ~200 lines, and keep one loop instead of one per step.
+    from astrodart.pipeline.kinds import InPlaceStep, ManyToOneStep, MeasuringStep, OneToManyStep
+
+    # one-to-one: one frame in, one frame out (calibrations)
+    class smooth(Step):
+        name, prefix = "smooth", "smoothed_"
+        def process(self, ccd, path):
+            return ccd.copy()
+    smooth(wdir, files).run()                        # -> ['.../smoothed_a.fits', ...]
+
+    # many-to-one: many frames in, one frame out (combining: master frames, stacks)
+    class mean_stack(ManyToOneStep):
+        name = "mean_stack"
+        def combine(self, paths):
+            return CCDData(np.mean([read_frame(p).data for p in paths], axis=0), unit="adu")
+    mean_stack(wdir, files, "master.fits").run()     # -> '.../master.fits'
+
+    # one-to-many: one frame in, several out (e.g. a colour frame into its planes)
+    class halves(OneToManyStep):
+        name, prefix, labels = "halves", "half_", ("top", "bottom")
+        def split(self, ccd, path):
+            n = ccd.shape[0] // 2
+            return {"top": ccd[n:], "bottom": ccd[:n]}
+    halves(wdir, files).run()                        # -> [['.../half_a_top.fits', ...], ...]
+
+    # in-place: edit the headers of the inputs themselves, no new file
+    class set_object(InPlaceStep):
+        name = "set_object"
+        def edit(self, header, path):
+            header["OBJECT"] = "M67"
+            return ["OBJECT = 'M67'"]                 # notes, recorded as HISTORY
+    set_object(files).run()                          # -> the files changed
+
+    # measuring: frames in, a table out, no image written
+    class median_level(MeasuringStep):
+        name = "median_level"
+        def measure(self, ccd, path):
+            return {"median": float(np.median(ccd.data))}
+    median_level(wdir, files).run()                  # -> astropy Table, one row per frame
+
+One-to-one and one-to-many steps reuse outputs that exist; a many-to-one step reuses its
+output only when the fingerprint of its inputs, parameters, masters and package version
+(header keyword ``ADFPRINT``) matches; in-place and measuring steps always run.
+
+Speed: each frame is read and written once per step, by its worker; only paths and a
+small summary travel back. Outputs are not ``fsync``-ed one by one (that made workers
+wait seconds per night on a shared disk, against a power loss only, which the resume
+check covers: a truncated output is redone); set :attr:`Step.fsync_outputs` to force it.
+
+Why our own engine and not a workflow library: AstroDART's step semantics (prefix
+naming, ``overwrite='yes'``, output lists) plus resume and provenance fit in a few
+hundred lines, one loop for every step.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
-import datetime as _dt
-import json
+import functools
 import logging
-import os
 import traceback
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from astropy.io import fits
 from astropy.nddata import CCDData
-from astropy.utils.exceptions import AstropyUserWarning
 
 from astrodart import __version__
-from astrodart.frames.io import read_frame, remove_stale_temporaries, strip_fits_suffix, write_frame
+from astrodart.exceptions import AstrodartWarning, capture, replay, warn, warning_tally
+from astrodart.frames.io import (
+    is_complete_fits,
+    read_frame,
+    remove_stale_temporaries,
+    strip_fits_suffix,
+    write_frame,
+)
+from astrodart.pipeline.docsections import fill_docstrings
+from astrodart.pipeline.executors import _is_dask_client, make_executor, process_pool
+from astrodart.pipeline.options import check_kwargs, parse_overwrite
+from astrodart.pipeline.runlog import LOG_NAME, find_log_path, log_event
 
 __all__ = [
-    "Step",
-    "StepReport",
-    "FrameSkippedWarning",
-    "parse_overwrite",
-    "make_executor",
-    "process_pool",
-    "find_log_path",
-    "log_event",
-    "LOG_NAME",
-    "known_prefixes",
-    "is_complete_fits",
+    "Step", "Task", "StepReport", "FrameSkippedWarning", "known_prefixes",
+    # re-exported for the callers that import them from here
+    "parse_overwrite", "check_kwargs", "make_executor", "process_pool", "find_log_path",
+    "log_event", "LOG_NAME", "is_complete_fits",
 ]
 
 log = logging.getLogger("astrodart")
-
-#: Name of the JSON-lines run log kept in each target's reduction directory.
-LOG_NAME = "astrodart_log.jsonl"
-
 
 _PREFIXES: set[str] = set()
 
 
 def known_prefixes() -> list[str]:
-    """Output prefixes of every Step subclass defined so far (e.g. ``'trimmed_'``): files
-    with these prefixes were written by astrodart, not copied from a raw night."""
+    """Output prefixes of every Step subclass defined so far.
+
+    Returns
+    -------
+    list of str
+        Sorted prefixes (e.g. ``'trimmed_'``): files with these prefixes were written by
+        astrodart, not copied from a raw night.
+    """
     return sorted(_PREFIXES)
 
 
-class FrameSkippedWarning(UserWarning):
+class FrameSkippedWarning(AstrodartWarning):
     """A frame failed in a step and was skipped; the rest of the batch went on."""
 
 
-def parse_overwrite(value) -> bool:
-    """Interpret AstroDART's ``overwrite`` argument.
-
-    ``'yes'``/``'y'``/``'true'``/``True``/``1`` mean redo; ``'no'``/``'n'``/``'false'``/
-    ``False``/``None``/``0`` mean reuse existing outputs.
-
-    Raises
-    ------
-    ValueError
-        Any other value (a typo must not silently mean "no").
-    """
-    if isinstance(value, bool) or value is None:
-        return bool(value)
-    if isinstance(value, (int,)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if v in ("yes", "y", "true", "1", "overwrite"):
-            return True
-        if v in ("no", "n", "false", "0", ""):
-            return False
-    raise ValueError(f"overwrite={value!r} not understood; use 'yes'/'no' or True/False")
-
-
-#: Kept alive in each pool worker: the thread limits set by :func:`_one_thread_per_worker`.
-_WORKER_LIMITS = None
-
-
-def _one_thread_per_worker() -> None:
-    """Process-pool initializer: one BLAS / OpenMP thread per worker process.
-
-    The steps get their parallelism from processes. Left alone, OpenBLAS and the OpenMP
-    runtime (astroscrappy, scipy) start a thread per core inside every worker, and on a
-    2-core machine two workers then fight over the cores with four threads: measured on
-    30 real frames (benchmarks/scaling.py), 2 workers ran L.A.Cosmic 1.35x faster than
-    one process with the library threads and 1.85x faster with one thread each, for 20 %
-    less CPU. threadpoolctl sets the limit for the libraries already loaded.
-    """
-    global _WORKER_LIMITS
-    from threadpoolctl import threadpool_limits
-
-    _WORKER_LIMITS = threadpool_limits(limits=1)
-
-
-def process_pool(workers: int) -> cf.ProcessPoolExecutor:
-    """A process pool whose workers run one BLAS / OpenMP thread each.
+@dataclass(frozen=True)
+class Task:
+    """One unit of work of a step: what it reads and what it writes.
 
     Parameters
     ----------
-    workers : int
-        Number of worker processes.
-
-    Returns
-    -------
-    concurrent.futures.ProcessPoolExecutor
+    key : str
+        What the task is about, as reported in :attr:`StepReport.failed` and warnings
+        (the input path; the output path for a many-to-one step).
+    inputs : tuple of str
+        Files read.
+    outputs : tuple of str
+        Files written (empty for a measuring step; the input itself when in place).
     """
-    return cf.ProcessPoolExecutor(max_workers=workers, initializer=_one_thread_per_worker)
 
-
-def make_executor(executor=None, workers: int | None = None):
-    """Return ``(executor, owned)`` for a step run.
-
-    Parameters
-    ----------
-    executor : None, str, int or Executor-like
-        ``None`` or ``'process'``: a process pool of ``workers`` (default: the number of
-        cores); ``'thread'``: a thread pool; ``'serial'`` or ``1``: run in this process;
-        an int: a process pool of that size; any object with ``submit`` (a
-        ``concurrent.futures.Executor``, a ``dask.distributed.Client`` or its
-        ``client.get_executor()``) is used as is. Dask tasks are submitted with
-        ``pure=False`` (a re-run is always computed again).
-    workers : int, optional
-        Pool size for the string forms.
-
-    Returns
-    -------
-    executor : Executor-like or None
-        None means serial execution.
-    owned : bool
-        True if the caller must shut the executor down.
-    """
-    n = workers or os.cpu_count() or 1
-    if executor is None or executor == "process":
-        return (process_pool(n), True) if n > 1 else (None, False)
-    if executor == "thread":
-        return cf.ThreadPoolExecutor(max_workers=n), True
-    if executor == "serial" or executor == 1:
-        return None, False
-    if isinstance(executor, int) and executor > 1:
-        return process_pool(executor), True
-    if hasattr(executor, "submit"):
-        return executor, False
-    raise ValueError(f"executor={executor!r} not understood; use None, 'process', 'thread', "
-                     "'serial', an int, or an object with .submit (Executor, dask Client)")
-
-
-def find_log_path(directory) -> Path:
-    """The run log for work in ``directory``: the nearest existing ``astrodart_log.jsonl``
-    in ``directory`` or up to three parents (the target's reduction directory made by
-    ``data_organiser``), else ``directory/astrodart_log.jsonl``."""
-    directory = Path(directory).resolve()
-    for d in [directory, *list(directory.parents)[:3]]:
-        if (d / LOG_NAME).exists():
-            return d / LOG_NAME
-    return directory / LOG_NAME
-
-
-def log_event(log_path, **event) -> None:
-    """Append one JSON record (with a UTC timestamp and package version) to a run log.
-
-    Appends of one line below the pipe-buffer size are atomic on POSIX, so parallel
-    writers do not interleave.
-    """
-    record = {"time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "astrodart": __version__, **event}
-    path = Path(log_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, default=str) + "\n")
+    key: str
+    inputs: tuple = ()
+    outputs: tuple = ()
 
 
 @dataclass
 class StepReport:
-    """What a step run did: outputs written, reused, and frames that failed (path -> reason)."""
+    """What a step run did.
+
+    Parameters
+    ----------
+    step : str
+        The step's name.
+    written, reused : list of str
+        Outputs written by this run / found complete and kept.
+    failed : dict
+        ``{input path: "ErrorType: reason"}`` for the frames that failed and were skipped.
+    summaries : dict
+        Per task, what the worker returned: :meth:`Step.summary` of a written output
+        (keyed by the output), a measured row or the notes of an edit (keyed by the input).
+    """
 
     step: str
     written: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-    #: per written output, what :meth:`Step.summary` returned for it (e.g. counts)
+    #: per task, what the worker returned: :meth:`Step.summary` of a written output (keyed
+    #: by the output), a measured row or the notes of an edit (keyed by the input)
     summaries: dict[str, dict] = field(default_factory=dict)
 
     @property
     def outputs(self) -> list[str]:
-        """All usable outputs (written or reused), in input order is kept by the step."""
+        """All usable outputs (written or reused); the step orders them by input."""
         return self.written + self.reused
 
     def __str__(self) -> str:
@@ -225,60 +188,51 @@ class StepReport:
         return s
 
 
-def _run_one(step: "Step", in_path: str, out_path: str):
+def _run_one(step: "Step", task: Task):
     """Worker body (module level so process pools and dask can pickle it).
 
-    Returns ``(in_path, out_path or None, error or None, summary dict)``; only these
-    small values travel back to the caller, never pixels.
+    Returns ``(key, error or None, summary dict, warning records)``; only these small
+    values travel back to the caller, never pixels. The :func:`astrodart.exceptions.warn`
+    calls of the task are recorded and replayed by the caller.
     """
-    try:
-        ccd = step.read(in_path)
-        result = step.process(ccd, in_path)
-        step.stamp(result, in_path)
-        write_frame(result, out_path, overwrite=True, fsync=step.fsync_outputs)
-        return in_path, out_path, None, step.summary(result)
-    except Exception as exc:  # one bad frame must never kill the batch
-        log.debug("step %s failed on %s\n%s", step.name, in_path, traceback.format_exc())
-        return in_path, None, f"{type(exc).__name__}: {exc}", {}
+    err, summary = None, {}
+    with capture() as records:
+        try:
+            summary = step.execute(task)
+        except Exception as exc:  # one bad frame must never kill the batch
+            if not step.capture_errors:
+                raise
+            log.debug("step %s failed on %s\n%s", step.name, task.key, traceback.format_exc())
+            err = f"{type(exc).__name__}: {exc}"
+    return task.key, err, summary or {}, records
 
 
-def is_complete_fits(path) -> bool:
-    """Whether ``path`` is a readable FITS file whose every HDU is whole.
-
-    Only the headers are read; astropy warns when a file is shorter than its headers
-    announce (e.g. cut short by a power loss before the data reached the disk).
-
-    Parameters
-    ----------
-    path : str or pathlib.Path
-        The file.
-
-    Returns
-    -------
-    bool
-        False for a missing, unreadable, empty or truncated file.
-    """
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
-                ok = len(hdul) > 0
-    except Exception:
-        return False
-    return ok and not any(
-        issubclass(w.category, AstropyUserWarning) and "truncated" in str(w.message)
-        for w in caught
-    )
+def _frame_independent(reason: str, key: str) -> str:
+    """``reason`` with the frame's path and name replaced, so that one failure hitting
+    many frames is counted as one kind of warning."""
+    for s in (key, Path(key).name):
+        if s:
+            reason = reason.replace(s, "the frame")
+    return reason
 
 
-def _is_dask_client(executor) -> bool:
-    return type(executor).__module__.split(".")[0] == "distributed"
+def _tallied(run):
+    """Wrap a ``run`` method in :func:`astrodart.exceptions.warning_tally`."""
+
+    @functools.wraps(run)
+    def wrapper(self, *args, **kwargs):
+        with warning_tally():
+            return run(self, *args, **kwargs)
+    return wrapper
 
 
 class Step:
-    """Base of every file-level step.
+    """Base of every file-level step, and the one-to-one kind.
 
-    Subclasses set :attr:`name` and :attr:`prefix` and implement :meth:`process`.
+    A one-to-one subclass sets :attr:`name` and :attr:`prefix` and implements
+    :meth:`process`. Other kinds (:class:`ManyToOneStep`, :class:`OneToManyStep`,
+    :class:`InPlaceStep`, :class:`MeasuringStep`) override :meth:`tasks`,
+    :meth:`execute` and :meth:`result`; the engine (:meth:`run`) is shared.
 
     Parameters
     ----------
@@ -289,33 +243,40 @@ class Step:
     overwrite : bool or {'yes', 'no'}
         Redo outputs that already exist (AstroDART's ``'yes'`` is accepted).
     executor : None, str, int, Executor or dask Client, optional
-        How frames are mapped (see :func:`make_executor`).
+        How frames are mapped (see :func:`astrodart.pipeline.executors.make_executor`).
     workers : int, optional
         Pool size when ``executor`` is a string or None.
     progress : bool
         Show a tqdm progress bar (renders in notebooks).
     log_path : str or pathlib.Path, optional
-        JSON-lines run log; default from :func:`find_log_path`.
+        JSON-lines run log; default from :func:`astrodart.pipeline.runlog.find_log_path`.
 
     Raises
     ------
     TypeError
-        Unknown keyword arguments (subclasses pass theirs through :meth:`_check_kwargs`).
+        Unknown keyword arguments (subclasses pass theirs through :func:`check_kwargs`).
     """
 
     name = "step"
     prefix = ""
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.prefix:
-            _PREFIXES.add(cls.prefix)
     #: Output file suffix (inputs may be gzipped; outputs are written plain for speed).
     suffix = ".fits"
     #: Force every output to disk (``fsync``) before its atomic rename. Off by default:
     #: a killed run never leaves a partial output either way, and an output truncated by
     #: a power loss is detected and redone by the resume check.
     fsync_outputs = False
+    #: Reuse outputs that exist and are complete (unless ``overwrite``).
+    reuse_outputs = True
+    #: Catch a task's error, report and skip it (False: the error propagates).
+    capture_errors = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        fill_docstrings(cls)
+        if cls.prefix:
+            _PREFIXES.add(cls.prefix)
+        if "run" in cls.__dict__:  # a subclass's own run also counts its warnings once
+            cls.run = _tallied(cls.__dict__["run"])
 
     def __init__(self, wdir, files: Sequence, overwrite=False, *, executor=None,
                  workers: int | None = None, progress: bool = True, log_path=None):
@@ -338,38 +299,173 @@ class Step:
 
     # -- to override ---------------------------------------------------------------
     def parameters(self) -> dict[str, Any]:
-        """Parameters recorded in provenance and the run log (override to add)."""
+        """Parameters recorded in provenance and the run log (override to add).
+
+        Returns
+        -------
+        dict
+            ``{name: value}``, JSON-serialisable.
+        """
         return {}
 
     def masters(self) -> dict[str, str]:
-        """Master frames used, recorded in provenance (override to add)."""
+        """Master frames used, recorded in provenance (override to add).
+
+        Returns
+        -------
+        dict
+            ``{role: path}``, e.g. ``{'master bias': '.../masterbias.fits'}``.
+        """
         return {}
 
     def read(self, path) -> CCDData:
-        """Read one input frame (override e.g. to force a unit)."""
+        """Read one input frame (override e.g. to force a unit).
+
+        Parameters
+        ----------
+        path : str
+            The input file.
+
+        Returns
+        -------
+        astropy.nddata.CCDData
+            The frame.
+        """
         return read_frame(path)
 
     def process(self, ccd: CCDData, path: str) -> CCDData:
-        """Apply the step to one frame; must return a new ``CCDData``."""
+        """Apply the step to one frame (one-to-one kind: override).
+
+        %(frame_parameters)s
+
+        Returns
+        -------
+        astropy.nddata.CCDData
+            A new frame.
+        """
         raise NotImplementedError
 
     def summary(self, ccd: CCDData) -> dict:
-        """Small facts about one output sent back to the caller with its path (override;
-        e.g. a count from the header), so the caller need not re-read the file."""
+        """Small facts about one output sent back to the caller with its path (override).
+
+        Parameters
+        ----------
+        ccd : astropy.nddata.CCDData
+            The output frame.
+
+        Returns
+        -------
+        dict
+            E.g. a count from the header, so that the caller need not re-read the file.
+        """
         return {}
 
     def output_name(self, in_path: str) -> str:
-        """Output file name for an input: prefix + input name without FITS/gz suffix + suffix."""
+        """Output file name of an input.
+
+        Parameters
+        ----------
+        in_path : str
+            The input file.
+
+        Returns
+        -------
+        str
+            Prefix + input name without FITS/gz suffix + :attr:`suffix`.
+        """
         return self.prefix + strip_fits_suffix(Path(in_path).name) + self.suffix
 
-    # -- engine --------------------------------------------------------------------
+    # -- the kind: what a task is, how it runs, what run() returns -----------------
     def output_path(self, in_path: str) -> Path:
-        """Full output path of one input."""
+        """Full output path of one input.
+
+        Parameters
+        ----------
+        in_path : str
+            The input file.
+
+        Returns
+        -------
+        pathlib.Path
+            ``wdir / output_name(in_path)``.
+        """
         return self.wdir / self.output_name(in_path)
 
-    def stamp(self, ccd: CCDData, in_path: str) -> None:
-        """Write provenance keywords into ``ccd.meta`` (deterministic: no clock time, so a
-        re-run produces byte-identical files)."""
+    def tasks(self) -> list[Task]:
+        """The tasks of this run, in input order (override for another kind).
+
+        Returns
+        -------
+        list of Task
+            One-to-one: one task per input, with its one output.
+        """
+        return [Task(f, (f,), (str(self.output_path(f)),)) for f in self.files]
+
+    def execute(self, task: Task) -> dict:
+        """Do one task, in a worker (override for another kind).
+
+        One-to-one: read, :meth:`process`, :meth:`stamp`, write (atomically).
+
+        %(task_parameters)s
+
+        Returns
+        -------
+        dict
+            The summary sent back to the caller.
+        """
+        in_path, out_path = task.inputs[0], task.outputs[0]
+        result = self.process(self.read(in_path), in_path)
+        self.stamp(result, in_path)
+        write_frame(result, out_path, overwrite=True, fsync=self.fsync_outputs)
+        return self.summary(result)
+
+    def is_done(self, task: Task) -> bool:
+        """Whether a task's outputs can be reused.
+
+        %(task_parameters)s
+
+        Returns
+        -------
+        bool
+            True when ``overwrite`` is off and every output exists and is a complete FITS
+            file (a truncated one is logged and redone).
+        """
+        if not (self.reuse_outputs and task.outputs and not self.overwrite):
+            return False
+        if not all(Path(o).exists() for o in task.outputs):
+            return False
+        if all(is_complete_fits(o) for o in task.outputs):
+            return True
+        log.warning("%s: an output of %s is incomplete (truncated); redoing it", self.name,
+                    task.key)
+        return False
+
+    def result(self, tasks: list[Task], report: StepReport):
+        """What :meth:`run` returns (override for another kind).
+
+        %(result_parameters)s
+
+        Returns
+        -------
+        list of str
+            One-to-one: the usable outputs (written or reused) in input order.
+        """
+        usable = set(report.outputs)
+        return [o for t in tasks for o in t.outputs if o in usable]
+
+    # -- engine --------------------------------------------------------------------
+    def stamp(self, ccd: CCDData, in_path) -> None:
+        """Write provenance keywords into ``ccd.meta``.
+
+        Deterministic (no clock time), so that a re-run produces byte-identical files.
+
+        Parameters
+        ----------
+        ccd : astropy.nddata.CCDData
+            The output frame; its ``meta`` becomes a :class:`astropy.io.fits.Header`.
+        in_path : str or sequence of str
+            The input file, or the inputs of a combination.
+        """
         if not isinstance(ccd.meta, fits.Header):  # CCDData arithmetic hands back a dict
             ccd.meta = fits.Header(ccd.meta)
         meta = ccd.meta
@@ -380,45 +476,78 @@ class Step:
         meta["ADVERS"] = (__version__, "astrodart version")
         params = self.parameters()
         text = ", ".join(f"{k}={v!r}" for k, v in params.items())
-        meta.add_history(f"astrodart {__version__} {self.name}({text}) on {Path(in_path).name}")
+        source = (Path(in_path).name if isinstance(in_path, (str, Path))
+                  else f"{len(in_path)} frames")
+        meta.add_history(f"astrodart {__version__} {self.name}({text}) on {source}")
         for role, mpath in self.masters().items():
             meta.add_history(f"astrodart {self.name} used {role}: {Path(mpath).name}")
 
-    def run(self) -> list[str]:
-        """Process every input; return the output paths (in input order) of the frames
-        that succeeded or were reused. Failed frames are in ``self.report.failed``."""
-        self.wdir.mkdir(parents=True, exist_ok=True)
-        outs = {f: self.output_path(f) for f in self.files}
-        remove_stale_temporaries(self.wdir, [p.name for p in outs.values()])
-        report = StepReport(self.name)
-        todo = []
-        for f, o in outs.items():
-            if o.exists() and not self.overwrite and is_complete_fits(o):
-                report.reused.append(str(o))
-            else:
-                if o.exists() and not self.overwrite:
-                    log.warning("%s: %s is incomplete (truncated); redoing it", self.name, o)
-                todo.append(f)
-        results = self._map(todo, outs)
-        for in_path, out_path, err, summary in results:
-            if err is None:
-                report.written.append(str(out_path))
-                report.summaries[str(out_path)] = summary
-            else:
-                report.failed[in_path] = err
-                warnings.warn(f"{self.name}: skipped {in_path}: {err}", FrameSkippedWarning,
-                              stacklevel=2)
-        self.report = report
-        order = {str(o): i for i, o in enumerate(outs.values())}
-        ordered = sorted(report.outputs, key=lambda p: order[p])
-        log_event(self.log_path or find_log_path(self.wdir), step=self.name,
-                  parameters=self.parameters(), masters=self.masters(), wdir=str(self.wdir),
-                  inputs=self.files, written=report.written, reused=report.reused,
-                  failed=report.failed)
-        log.info(str(report))
-        return ordered
+    def log_target(self) -> Path | None:
+        """The JSON-lines run log of this step.
 
-    def _map(self, todo: list[str], outs: dict) -> list[tuple]:
+        Returns
+        -------
+        pathlib.Path or None
+            ``log_path`` or the nearest log (see
+            :func:`astrodart.pipeline.runlog.find_log_path`); None: no JSON log.
+        """
+        return self.log_path or find_log_path(self.wdir)
+
+    def run(self):
+        """Process every input (each kind of warning issued once, with its count).
+
+        Returns
+        -------
+        list of str
+            One-to-one: the output paths (in input order) of the frames that succeeded
+            or were reused. Failed frames are in ``self.report.failed``. Other kinds
+            return what their :meth:`result` says.
+        """
+        with warning_tally():
+            tasks = self.tasks()
+            self._prepare_folders(tasks)
+            report = StepReport(self.name)
+            todo = []
+            for t in tasks:
+                if self.is_done(t):
+                    report.reused.extend(t.outputs)
+                else:
+                    todo.append(t)
+            self._collect(self._map(todo), {t.key: t for t in todo}, report)
+            self.report = report
+            target = self.log_target()
+            if target is not None:
+                log_event(target, step=self.name, parameters=self.parameters(),
+                          masters=self.masters(), wdir=str(self.wdir), inputs=self.files,
+                          written=report.written, reused=report.reused, failed=report.failed)
+            log.info(str(report))
+            return self.result(tasks, report)
+
+    def _prepare_folders(self, tasks: list[Task]) -> None:
+        """Create the output folders and remove temporaries left there by a killed run."""
+        by_folder: dict[Path, list[str]] = {}
+        for t in tasks:
+            for o in t.outputs:
+                by_folder.setdefault(Path(o).parent, []).append(Path(o).name)
+        self.wdir.mkdir(parents=True, exist_ok=True)
+        for folder, names in by_folder.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(folder, names)
+
+    def _collect(self, results: list[tuple], tasks: dict, report: StepReport) -> None:
+        for key, err, summary, records in results:
+            replay(records)
+            task = tasks[key]
+            report.failed.update(summary.pop("failed_inputs", {}))  # inputs a task left out
+            if err is None:
+                report.written.extend(str(o) for o in task.outputs)
+                report.summaries[str(task.outputs[0]) if task.outputs else key] = summary
+            else:
+                report.failed[key] = err
+                warn(f"{self.name} failed: {_frame_independent(err, key)}",
+                     FrameSkippedWarning, item=key, stacklevel=4)
+
+    def _map(self, todo: list[Task]) -> list[tuple]:
         if not todo:
             return []
         from tqdm.auto import tqdm
@@ -428,19 +557,21 @@ class Step:
         executor, owned = make_executor(self.executor, self.workers) if len(todo) > 1 else (None, False)
         try:
             if executor is None:
-                for f in todo:
-                    results.append(_run_one(self, f, str(outs[f])))
+                for t in todo:
+                    results.append(_run_one(self, t))
                     bar.update()
             else:
                 # dask: pure=False, so that re-running a step is never served from the
                 # cluster's memory of an earlier identical call
                 extra = {"pure": False} if _is_dask_client(executor) else {}
-                futures = [executor.submit(_run_one, self, f, str(outs[f]), **extra) for f in todo]
-                for f, fut in zip(todo, futures):
+                futures = [executor.submit(_run_one, self, t, **extra) for t in todo]
+                for t, fut in zip(todo, futures):
                     try:
                         results.append(tuple(fut.result()))
                     except Exception as exc:  # worker crash (e.g. killed process)
-                        results.append((f, None, f"{type(exc).__name__}: {exc}", {}))
+                        if not self.capture_errors:
+                            raise
+                        results.append((t.key, f"{type(exc).__name__}: {exc}", {}, []))
                     bar.update()
         finally:
             bar.close()
@@ -449,18 +580,4 @@ class Step:
         return results
 
 
-def check_kwargs(step_name: str, kwargs: dict, allowed: Iterable[str] = ()) -> None:
-    """Reject unknown keyword arguments with a message listing the allowed ones.
-
-    Raises
-    ------
-    TypeError
-        Some key of ``kwargs`` is not in ``allowed``.
-    """
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise TypeError(f"{step_name}() got unknown keyword argument(s) {', '.join(unknown)}; "
-                        f"allowed: {', '.join(sorted(allowed)) or 'none'}")
-
-
-__all__.append("check_kwargs")
+fill_docstrings(Step)  # its subclasses are filled by Step.__init_subclass__

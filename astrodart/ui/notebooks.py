@@ -50,9 +50,9 @@ def notebook_dir() -> Path:
 
 @dataclass
 class NotebookRun:
-    """What one headless run of a notebook produced.
+    """What one headless run of a notebook produced (the fields are also its attributes).
 
-    Attributes
+    Parameters
     ----------
     name : str
         Notebook name without ``.ipynb``.

@@ -1,8 +1,8 @@
-"""Per-frame quality of a night: seeing, shape, sky, transparency, WCS; outlier flags.
+"""Layer 3: per-frame quality of a night: seeing, shape, sky, transparency, WCS; outlier flags.
 
 Build the table once, look at it, change the rules, keep the good frames::
 
-    from astrodart.sources.quality import quality_table, flag_frames, QualityRules, good_files
+    from astrodart.pipeline.quality import quality_table, flag_frames, QualityRules, good_files
     table = quality_table(files)                      # measures every frame
     save_quality_table(table, "quality.ecsv")          # ECSV: units and metadata kept
     plot_quality(table, "quality.png")                 # matplotlib, imported only here
@@ -36,17 +36,12 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from astrodart import __version__
-from astrodart.sources.stars import (
-    NoStarsWarning,
-    estimate_background,
-    match_star_lists,
-    measure_fwhm,
-    saturation_level,
-    sky_stats,
-)
+from astrodart.sources.background import estimate_background, saturation_level, sky_stats
+from astrodart.sources.psf import NoStarsWarning, measure_fwhm
+from astrodart.alignment.matching import pair_stars
 from astrodart.frames.io import atomic_output, read_frame
 from astrodart.frames.header import FrameHeader, HeaderValueError, MissingKeywordError
-from astrodart.pipeline.step import make_executor
+from astrodart.pipeline.executors import make_executor
 
 __all__ = [
     "QualityRules",
@@ -64,7 +59,7 @@ __all__ = [
 class QualityRules:
     """Robust rules that flag a frame as an outlier of its night. ``None`` disables a rule.
 
-    Attributes
+    Parameters
     ----------
     max_fwhm_factor : float or None
         Flag ``fwhm`` when FWHM > factor x the night's median FWHM (rule ``'fwhm'``).
@@ -196,7 +191,7 @@ def _transparency(rows: list[dict], reference: int) -> tuple[np.ndarray, np.ndar
                 sky = r["_wcs"].pixel_to_world(xy[:, 0], xy[:, 1])
                 px, py = ref["_wcs"].world_to_pixel(sky)
             xy = np.column_stack([px, py])
-        ir, j, _ = match_star_lists(ref["_xy"], xy, tolerance=2.0)
+        ir, j, _ = pair_stars(ref["_xy"], xy, 2.0)
         ok = (ref["_flux"][ir] > 0) & (r["_flux"][j] > 0)
         n_matched[i] = int(ok.sum())
         if ok.sum() >= 3:
