@@ -64,7 +64,8 @@ from astrodart.pipeline.cosmic_rays import (
     cosmic_ray_median_correction,
 )
 from astrodart.pipeline.finalize import finalize_stage1
-from astrodart.pipeline.masters import dark_interpolation, master_frame
+from astrodart.pipeline.interpolated_dark import dark_interpolation
+from astrodart.pipeline.masters import master_frame
 from astrodart.pipeline.prepare import (
     deviation_calculation,
     gain_correction,

@@ -14,6 +14,7 @@ keywords of a real camera, so the whole file-level chain can run on them.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -305,7 +306,9 @@ def assert_notebook_ran_cleanly(run, min_figures: int, min_png_bytes: int = 20_0
               for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []
     assert len(run.figures) >= min_figures
-    for png in run.figures:
+    for number, png in enumerate(run.figures, 1):
+        # named by what it shows: <notebook>_<NN>_<section slug>.png
+        assert re.fullmatch(rf"{run.name}_{number:02d}_[a-z0-9_]+\.png", png.name), png
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
         assert png.stat().st_size > min_png_bytes, png
     return nb

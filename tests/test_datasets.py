@@ -328,7 +328,8 @@ def test_same_seed_gives_identical_bytes(tmp_path):
     c = simulate_night(tmp_path / "c", seed=8, **SMALL)
     ha, hb, hc = _hashes(a.root), _hashes(b.root), _hashes(c.root)
     assert ha == hb and len(ha) == 2 + 2 + 2 + 5 + 2   # bias, darks, flats V B, science, truth
-    assert "truth_maps.fits" in ha                      # truth.json and its per-pixel maps
+    assert "uncal_data/truth_maps.fits" in ha           # truth.json and its per-pixel maps,
+    assert "uncal_data/truth.json" in ha                # with the raw data, never in dest itself
     assert not set(ha.values()) & set(hc.values())
 
 

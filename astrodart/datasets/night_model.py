@@ -394,7 +394,7 @@ class _Night:
             h["DEC"] = (dec_m, "[dms J2000] telescope declination")
             h["AIRMASS"] = (round(self.airmass(spec.start), 4), "airmass at start of exposure")
         h["SWCREATE"] = ("astrodart.datasets.simulated_night.simulate_night", "software")
-        h["COMMENT"] = "Simulated frame with known truth: see truth.json beside uncal_data/."
+        h["COMMENT"] = "Simulated frame with known truth: see uncal_data/truth.json."
         return h
 
 

@@ -3,10 +3,10 @@
 :func:`simulate_night` writes a raw night of the open cluster M67 as a small CCD
 camera would have taken it — bias frames, darks at two exposure times, dome flats and
 dithered science frames in B, V and R — to ``dest/uncal_data/YYMMDD/``, and everything
-that went into it to ``dest/truth.json``: the true WCS of every frame (which is *not* in
-the frame headers), seeing, sky, transparency, the bias, dark and flat-field models, the
+that went into it to ``dest/uncal_data/truth.json``: the true WCS of every frame (which
+is *not* in the frame headers), seeing, sky, transparency, the bias, dark and flat-field models, the
 stars with their fluxes, and a transit injected into one star's light curve; the camera's
-per-pixel bias, dark current and flat responses go to ``dest/truth_maps.fits``
+per-pixel bias, dark current and flat responses go to ``dest/uncal_data/truth_maps.fits``
 (:mod:`astrodart.datasets.truth`). The stars are real: Tycho-2 positions and VT
 magnitudes shipped in ``astrodart/data/`` (:mod:`astrodart.datasets.catalogue`). The
 model of the night is :mod:`astrodart.datasets.night_model`, the pixel-level physics
@@ -38,7 +38,7 @@ from astrodart.frames.io import atomic_output, find_fits
 
 from astrodart.datasets.catalogue import M67_CENTRE, load_catalogue
 from astrodart.datasets.night_model import Camera, ObservingConditions, _Night, _Spec
-from astrodart.datasets.truth import TRUTH_MAPS, _truth, _truth_maps_bytes
+from astrodart.datasets.truth import TRUTH_MAPS, _truth, _truth_maps_bytes, truth_file
 
 __all__ = [
     "SimulatedNight",
@@ -63,7 +63,7 @@ class SimulatedNight:
     target : str
         ``OBJECT`` of the science frames.
     truth_path : pathlib.Path
-        ``dest/truth.json``.
+        ``dest/uncal_data/truth.json``.
     files : dict
         ``{'bias': [...], 'dark': [...], 'flat': [...], 'object': [...]}`` paths written.
     seconds : float
@@ -218,8 +218,9 @@ def simulate_night(dest, seed: int = 0, *, shape: tuple[int, int] = (512, 512),
     """Write a realistic raw night of M67 with known truth.
 
     Frames go to ``dest/uncal_data/YYMMDD/`` (``YYMMDD`` from ``date``, the local date at
-    dusk), the truth to ``dest/truth.json`` and the camera's per-pixel bias, dark current
-    and flat responses to ``dest/truth_maps.fits`` (:data:`TRUTH_MAPS`). The night:
+    dusk), the truth to ``dest/uncal_data/truth.json`` and the camera's per-pixel bias,
+    dark current and flat responses to ``dest/uncal_data/truth_maps.fits``
+    (:data:`TRUTH_MAPS`). The night:
     ``n_bias`` bias frames; ``n_dark``
     darks at each of ``dark_exptimes``; ``n_flat`` dome flats per filter; science frames of
     the real star field around M67 (:func:`load_catalogue`, plus ``faint_stars`` synthetic
@@ -321,7 +322,7 @@ def simulate_night(dest, seed: int = 0, *, shape: tuple[int, int] = (512, 512),
     _check_night_args(params, camera, conditions, transit_depth, transit_impact)
     root = Path(dest)
     night_dir = root / "uncal_data" / Time(f"{date}T12:00:00").strftime("%y%m%d")
-    truth_path = root / "truth.json"
+    truth_path = truth_file(root)
     _clear_previous(night_dir, truth_path, overwrite)
     night_dir.mkdir(parents=True, exist_ok=True)
 
@@ -341,7 +342,7 @@ def simulate_night(dest, seed: int = 0, *, shape: tuple[int, int] = (512, 512),
     night.plan_airmass(specs)
     done = _write_frames(night, specs, night_dir, compress, workers)
     truth = _truth(night, done, seed, date, night_dir, series_filter, params)
-    _write_atomic(root / TRUTH_MAPS, _truth_maps_bytes(night, sorted(n for n, k in
+    _write_atomic(truth_path.parent / TRUTH_MAPS, _truth_maps_bytes(night, sorted(n for n, k in
                                                                      n_science.items() if k)))
     _write_atomic(truth_path, (json.dumps(truth, indent=1, sort_keys=True) + "\n").encode())
     files: dict[str, list[Path]] = {"bias": [], "dark": [], "flat": [], "object": []}

@@ -24,6 +24,7 @@ from astrodart.datasets.night_model import _Night, _plain, _r
 
 __all__ = [
     "TRUTH_MAPS",
+    "truth_file",
     "load_truth",
     "truth_wcs",
     "frame_truth_stars",
@@ -101,6 +102,30 @@ def _truth_maps_bytes(night: _Night, filters: Sequence[str]) -> bytes:
     return buf.getvalue()
 
 
+def truth_file(path) -> Path:
+    """Where the truth of a simulated night is: ``path/uncal_data/truth.json``.
+
+    The truth lives with the raw night it describes, inside ``uncal_data/`` (never in the
+    project folder itself, which may be a repository root). A ``truth.json`` written
+    straight into ``path`` by an older version is still found.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        ``truth.json`` itself, or the project (``dest``) folder.
+
+    Returns
+    -------
+    pathlib.Path
+        The file (which need not exist yet); ``truth_maps.fits`` goes beside it.
+    """
+    p = Path(path)
+    if p.suffix == ".json" and not p.is_dir():
+        return p
+    new, old = p / "uncal_data" / "truth.json", p / "truth.json"
+    return old if old.exists() and not new.exists() else new
+
+
 def load_truth(path) -> dict:
     """Read the truth of a simulated night.
 
@@ -119,9 +144,7 @@ def load_truth(path) -> dict:
     FileNotFoundError
         No truth file there.
     """
-    p = Path(path)
-    if p.is_dir():
-        p = p / "truth.json"
+    p = truth_file(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no truth.json (made by "
                                 "astrodart.datasets.simulated_night.simulate_night)")

@@ -14,13 +14,15 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
+from astropy.nddata import CCDData
 
 from astrodart import calibration as cal
 from astrodart.calibration.base import CalibrationError
 from astrodart.frames.header import FrameHeader
 from astrodart.frames.io import read_frame, write_hdulist
 from astrodart.pipeline.calibration_step import Files, Overwrite, PathLike, _one_path
-from astrodart.pipeline.step import find_log_path, log_event, parse_overwrite
+from astrodart.pipeline.kinds import MeasuringStep
+from astrodart.pipeline.master_records import _MasterStep
 
 __all__ = ["bad_pixel_map", "photon_transfer", "dark_current"]
 
@@ -35,8 +37,12 @@ _BIT_COUNTS = (
 )
 
 
-class bad_pixel_map:  # noqa: N801
+class bad_pixel_map(_MasterStep):  # noqa: N801
     """Build a bad-pixel map from a master dark and/or a master flat.
+
+    A many-to-one step (:class:`~astrodart.pipeline.kinds.ManyToOneStep`) run in this
+    process; the map also carries the engine's ``ADFPRINT``. An existing map is reused
+    (whatever it was made from) unless ``overwrite``.
 
     Parameters
     ----------
@@ -84,7 +90,6 @@ class bad_pixel_map:  # noqa: N801
         overwrite: Overwrite = False,
         log_path=None,
     ):
-        self.wdir = Path(wdir)
         self.masterdark_file = (
             None if masterdark_file is None else _one_path(masterdark_file, "master dark")
         )
@@ -96,8 +101,44 @@ class bad_pixel_map:  # noqa: N801
         self.output_name = output_name
         self.hot_sigma, self.warm_sigma = float(hot_sigma), float(warm_sigma)
         self.flat_min, self.flat_sigma = float(flat_min), float(flat_sigma)
-        self.overwrite = parse_overwrite(overwrite)
-        self.log_path = log_path
+        masters = [p for p in (self.masterdark_file, self.masterflat_file) if p]
+        super().__init__(wdir, masters, output_name, overwrite, log_path)
+
+    name = "bad_pixel_map"
+
+    def parameters(self) -> dict:
+        """The thresholds (in the fingerprint).
+
+        Returns
+        -------
+        dict
+            ``hot_sigma``, ``warm_sigma``, ``flat_min``, ``flat_sigma``.
+        """
+        return {"hot_sigma": self.hot_sigma, "warm_sigma": self.warm_sigma,
+                "flat_min": self.flat_min, "flat_sigma": self.flat_sigma}
+
+    def reuse(self) -> bool:
+        """An existing map is reused whatever it was made from.
+
+        Returns
+        -------
+        bool
+            Whether the map exists.
+        """
+        return self.output.exists()
+
+    def write(self, ccd, path: str) -> None:
+        """Write the map as uint8 (0 good).
+
+        Parameters
+        ----------
+        ccd : astropy.nddata.CCDData
+            The map and its header.
+        path : str
+            The output file.
+        """
+        write_hdulist(fits.HDUList([fits.PrimaryHDU(ccd.data, header=ccd.meta)]), path,
+                      overwrite=True)
 
     def _read_masters(self):
         """``(dark rate or None, normalised flat or None, header)`` from the masters."""
@@ -120,22 +161,25 @@ class bad_pixel_map:  # noqa: N801
                 header = f.meta.copy()
         return rate, flat, header
 
-    def run(self) -> str:
-        """Build and write the map (reused if it exists and not ``overwrite``).
+    def combine(self, paths: list[str]):
+        """Build the map from the masters.
+
+        Parameters
+        ----------
+        paths : list of str
+            The masters (dark, then flat).
 
         Returns
         -------
-        str
-            The map's path.
+        astropy.nddata.CCDData
+            The map (uint8) and its header, written by :meth:`write` to
+            ``wdir/output_name`` (:meth:`run` returns that path).
 
         Raises
         ------
         CalibrationError
             The master dark still contains the bias, or the masters differ in shape.
         """
-        out = self.wdir / self.output_name
-        if out.exists() and not self.overwrite:
-            return str(out)
         rate, flat, header = self._read_masters()
         bpm = cal.build_bad_pixel_map(
             rate,
@@ -155,24 +199,18 @@ class bad_pixel_map:  # noqa: N801
         for i, p in enumerate([p for p in (self.masterdark_file, self.masterflat_file) if p], 1):
             header[f"IMCMB{i:03d}"] = Path(p).name
         header["BUNIT"] = ""
-        hdu = fits.PrimaryHDU(bpm, header=header)
-        write_hdulist(fits.HDUList([hdu]), out, overwrite=True)
-        log_event(
-            self.log_path or find_log_path(self.wdir),
-            step="bad_pixel_map",
-            output=str(out),
-            masterdark=self.masterdark_file,
-            masterflat=self.masterflat_file,
-            n_bad=int((bpm > 0).sum()),
-            hot=header["ADBPHOT"],
-            flat_low=header["ADBPLOW"],
-            flat_deviant=header["ADBPDEV"],
-        )
-        return str(out)
+        self._record = {"masterdark": self.masterdark_file, "masterflat": self.masterflat_file,
+                        "n_bad": int((bpm > 0).sum()), "hot": header["ADBPHOT"],
+                        "flat_low": header["ADBPLOW"], "flat_deviant": header["ADBPDEV"]}
+        return CCDData(bpm, unit="", meta=header)
 
 
-class photon_transfer:  # noqa: N801
+class photon_transfer(MeasuringStep):  # noqa: N801
     """Measure gain and read noise from pairs of raw flats and biases (Janesick).
+
+    A :class:`~astrodart.pipeline.kinds.MeasuringStep` run serially in this process: each
+    frame is read and checked, then :meth:`run` measures the pairs. No file is written (a
+    run log that exists near the frames gets a record).
 
     Parameters
     ----------
@@ -189,14 +227,51 @@ class photon_transfer:  # noqa: N801
     >>> step = deviation_calculation(wdir, files, 'yes', ron=ptc.read_noise)  # doctest: +SKIP
     """
 
+    name = "photon_transfer"
+    capture_errors = False
+    new_log = False
+
     def __init__(self, bias_files: Files, flat_files: Files, region: str | None = None):
         self.bias_files = [str(f) for f in bias_files]
         self.flat_files = [str(f) for f in flat_files]
+        paths = self.bias_files + self.flat_files
+        wdir = Path(paths[0]).parent if paths else Path(".")
+        super().__init__(wdir, paths, executor="serial", progress=False)
         self.region = region
 
-    def run(self) -> cal.PhotonTransferResult:
-        """Read the frames and measure; return a
-        :class:`~astrodart.calibration.detector.PhotonTransferResult`.
+    def parameters(self) -> dict:
+        """The measuring parameters, recorded in the run log.
+
+        Returns
+        -------
+        dict
+            ``region``.
+        """
+        return {"region": self.region}
+
+    def measure(self, ccd, path: str) -> dict:
+        """Check one raw frame (in ADU) and hand back its pixels.
+
+        %(frame_parameters)s
+
+        Returns
+        -------
+        dict
+            ``{'data': pixels}``.
+
+        Raises
+        ------
+        CalibrationError
+            The frame is not in ADU.
+        """
+        if ccd.unit != u.adu:
+            raise CalibrationError(f"photon_transfer: {path} is in {ccd.unit}; use raw frames in ADU")
+        return {"data": ccd.data}
+
+    def result(self, tasks, report) -> cal.PhotonTransferResult:
+        """Measure gain and read noise from the checked frames.
+
+        %(result_parameters)s
 
         Returns
         -------
@@ -209,25 +284,18 @@ class photon_transfer:  # noqa: N801
             Fewer than two frames of a kind, frames in electrons, or flats not brighter
             than the biases.
         """
-
-        def load(files):
-            out = []
-            for f in files:
-                c = read_frame(f)
-                if c.unit != u.adu:
-                    raise CalibrationError(
-                        f"photon_transfer: {f} is in {c.unit}; use raw frames in ADU"
-                    )
-                out.append(c.data)
-            return out
-
-        biases, flats = load(self.bias_files), load(self.flat_files)
+        data = {k: row.pop("data") for k, row in report.summaries.items()}  # not kept
+        biases = [data[f] for f in self.bias_files]
+        flats = [data[f] for f in self.flat_files]
         region = None if self.region is None else cal.parse_section(self.region, biases[0].shape)
         return cal.measure_photon_transfer(biases, flats, region)
 
 
-class dark_current:  # noqa: N801
+class dark_current(MeasuringStep):  # noqa: N801
     """Dark current and hot pixels of a bias-subtracted master dark.
+
+    A :class:`~astrodart.pipeline.kinds.MeasuringStep` on one frame, run in this process;
+    no file is written (a run log that exists near the master gets a record).
 
     Parameters
     ----------
@@ -239,32 +307,62 @@ class dark_current:  # noqa: N801
         Also require a rate above this (unit of the master per second).
     """
 
+    name = "dark_current"
+    capture_errors = False
+    new_log = False
+
     def __init__(
         self, masterdark_file: PathLike, hot_sigma: float = 5.0, min_rate: float | None = None
     ):
         self.masterdark_file = _one_path(masterdark_file, "master dark")
+        super().__init__(Path(self.masterdark_file).parent, [self.masterdark_file],
+                         executor="serial", progress=False)
         self.hot_sigma, self.min_rate = float(hot_sigma), min_rate
 
-    def run(self) -> cal.DarkCurrentResult:
-        """Measure; return a :class:`~astrodart.calibration.detector.DarkCurrentResult`.
+    def parameters(self) -> dict:
+        """The measuring parameters, recorded in the run log.
 
         Returns
         -------
-        DarkCurrentResult
-            Dark current (unit of the master per second) and the hot-pixel mask.
+        dict
+            ``hot_sigma``, ``min_rate``.
+        """
+        return {"hot_sigma": self.hot_sigma, "min_rate": self.min_rate}
+
+    def measure(self, ccd, path: str) -> dict:
+        """Measure the master dark.
+
+        %(frame_parameters)s
+
+        Returns
+        -------
+        dict
+            ``{'result': DarkCurrentResult}``.
 
         Raises
         ------
         CalibrationError
             The master still contains the bias.
         """
-        dark = read_frame(self.masterdark_file)
-        if not cal.is_bias_subtracted(dark.meta):
+        if not cal.is_bias_subtracted(ccd.meta):
             raise CalibrationError(
-                f"dark_current: {self.masterdark_file} still contains the bias; "
+                f"dark_current: {path} still contains the bias; "
                 "use a master made from bias-subtracted darks"
             )
-        t = FrameHeader(dark.meta, self.masterdark_file).exptime
-        return cal.measure_dark_current(
-            dark.data, t, self.hot_sigma, self.min_rate, unit=f"{dark.unit.to_string()} / s"
+        t = FrameHeader(ccd.meta, path).exptime
+        res = cal.measure_dark_current(
+            ccd.data, t, self.hot_sigma, self.min_rate, unit=f"{ccd.unit.to_string()} / s"
         )
+        return {"result": res}
+
+    def result(self, tasks, report) -> cal.DarkCurrentResult:
+        """The measurement of the master dark.
+
+        %(result_parameters)s
+
+        Returns
+        -------
+        DarkCurrentResult
+            Dark current (unit of the master per second) and the hot-pixel mask.
+        """
+        return report.summaries[self.masterdark_file]["result"]

@@ -173,8 +173,20 @@ class ManyToOneStep(Step):
         result = self.combine(good)
         self.stamp(result, good)
         result.meta["ADFPRINT"] = (self.fingerprint(task.inputs), "inputs+params hash")
-        write_frame(result, task.outputs[0], overwrite=True, fsync=self.fsync_outputs)
+        self.write(result, task.outputs[0])
         return {"inputs": len(good), "failed_inputs": failed}
+
+    def write(self, ccd: CCDData, path: str) -> None:
+        """Write the combined frame atomically (override e.g. for another data type).
+
+        Parameters
+        ----------
+        ccd : astropy.nddata.CCDData
+            The stamped output.
+        path : str
+            The output file.
+        """
+        write_frame(ccd, path, overwrite=True, fsync=self.fsync_outputs)
 
     def result(self, tasks, report) -> str:
         """The output path.
@@ -403,6 +415,9 @@ class MeasuringStep(Step):
     """
 
     reuse_outputs = False
+    #: Create a run log when none exists near the files (False: append only to an
+    #: existing log, for measurements that must not add files next to raw frames).
+    new_log = True
 
     def measure(self, ccd: CCDData, path: str) -> dict:
         """Measure one frame (override).
@@ -442,6 +457,16 @@ class MeasuringStep(Step):
             The frame's row ``{column: value}``, sent back to the caller.
         """
         return self.measure(self.read(task.inputs[0]), task.inputs[0])
+
+    def log_target(self) -> Path | None:
+        """The JSON-lines run log (see :attr:`new_log`).
+
+        Returns
+        -------
+        pathlib.Path or None
+            ``log_path``, or the nearest log (a new one only when :attr:`new_log`).
+        """
+        return self.log_path or find_log_path(self.wdir, existing_only=not self.new_log)
 
     def result(self, tasks, report):
         """The table of measured rows.

@@ -10,101 +10,44 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 
-from astrodart import __version__
 from astrodart import calibration as cal
 from astrodart.calibration.base import CalibrationError
 from astrodart.combine.masters import MASTER_SIGCLIP_PASSES, combine_master, master_rejection
 from astrodart.combine.methods import CLIPPING_METHODS, ENGINE_METHODS
 from astrodart.frames.header import FrameHeader
-from astrodart.frames.io import read_frame, read_header, write_frame
-from astrodart.pipeline.calibrate import _shared_bias_variance, dark_for_exposure
+from astrodart.frames.io import read_frame, read_header
+from astrodart.pipeline.calibrate import dark_for_exposure
 from astrodart.pipeline.calibration_step import (
-    KW_NONFINITE,
     Files,
     Overwrite,
     PathLike,
-    _compare_geometry,
-    _one_path,
     _shape_from_header,
     load_master,
 )
-from astrodart.pipeline.step import find_log_path, log_event, parse_overwrite
+from astrodart.pipeline.master_records import (  # noqa: F401 (first_stage imports them here)
+    _PER_FRAME_KEYWORDS,
+    _MasterStep,
+    _record_inputs,
+    _recorded_inputs,
+    _reuse_master,
+)
 
-__all__ = ["master_frame", "dark_interpolation"]
+__all__ = ["master_frame"]
 
 log = logging.getLogger("astrodart")
 
 
-def _recorded_inputs(path) -> list[str]:
-    h = read_header(path)
-    return [str(h[k]) for k in h if k.startswith(("IMCMB", "IMCB"))]
-
-
-def _reuse_master(out: Path, inputs: Sequence[str], what: str) -> bool:
-    """True if ``out`` exists and was made from ``inputs`` (same file names); an existing
-    master made from other frames is an error, not a silent reuse."""
-    if not out.exists():
-        return False
-    recorded = _recorded_inputs(out)
-    wanted = [Path(f).name for f in inputs]
-    if recorded and recorded != wanted:
-        raise CalibrationError(
-            f"{what}: {out} exists but was made from other frames ({len(recorded)} recorded, "
-            f"{len(wanted)} given now); pass overwrite='yes' to rebuild it, or choose another "
-            "output_name"
-        )
-    log.info("%s: %s exists, reused", what, out)
-    return True
-
-
-def _record_inputs(
-    header: fits.Header, files: Sequence[str], settings: dict, rejected: float, frame_type: str
-) -> None:
-    header["ADMASTER"] = (frame_type, "astrodart master frame type")
-    header["NCOMBINE"] = (len(files), "number of frames combined")
-    for i, f in enumerate(files, 1):
-        header[f"IMCMB{i:03d}" if i < 1000 else f"IMCB{i:04d}"] = Path(f).name
-    header["ADCMETH"] = (settings.get("method"), "combine method")
-    header["ADCCLIP"] = (str(settings.get("clipping")), "rejection method")
-    for key, card in (
-        ("low", "ADCLOW"),
-        ("high", "ADCHIGH"),
-        ("nlow", "ADCNLOW"),
-        ("nhigh", "ADCNHIGH"),
-        ("vmin", "ADCVMIN"),
-        ("vmax", "ADCVMAX"),
-        ("iterations", "ADCITER"),
-    ):
-        if settings.get(key) is not None:
-            header[card] = (settings[key], f"combine setting {key}")
-    if settings.get("normalised"):
-        header["ADCNORM"] = (True, "inputs scaled to their central median")
-    header["ADCREJ"] = (round(rejected, 6), "fraction of values rejected")
-    header.add_history(f"astrodart {__version__} master_frame: {settings} of {len(files)} frames")
-
-
-#: Keywords of one input frame that do not describe a master made of many.
-_PER_FRAME_KEYWORDS = (
-    "ADNCRPIX",
-    "ADDKSCAL",
-    "ADFLBAD",
-    KW_NONFINITE,
-    "ADNBADPX",
-    "ADMDARK",
-    "ADDKEXP",
-    "ADDKSRC",
-)
-
-
-class master_frame:  # noqa: N801
+class master_frame(_MasterStep):  # noqa: N801
     """Combine calibration frames into a master that records its inputs and settings.
+
+    A :class:`~astrodart.pipeline.kinds.ManyToOneStep` run in this process; the master
+    also carries the engine's ``ADFPRINT`` (its own cards record the provenance).
 
     Parameters
     ----------
@@ -168,8 +111,7 @@ class master_frame:  # noqa: N801
         memory_limit: float = 1e9,
         log_path=None,
     ):
-        self.wdir = Path(wdir)
-        self.files = [str(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
+        super().__init__(wdir, files, str(output_name), overwrite, log_path)
         self.output_name = str(output_name)
         if combining_method not in ENGINE_METHODS:
             raise CalibrationError(
@@ -194,14 +136,24 @@ class master_frame:  # noqa: N801
         )
         self.vmin, self.vmax = minmax_clip_min, minmax_clip_max
         self.frame_type = frame_type
-        self.overwrite = parse_overwrite(overwrite)
         self.memory_limit = float(memory_limit)
-        self.log_path = log_path
+
+    name = "master_frame"
 
     @property
     def output_path(self) -> Path:
         """Where the master is written."""
         return self.wdir / self.output_name
+
+    def parameters(self) -> dict:
+        """The combine settings and frame type (in the fingerprint).
+
+        Returns
+        -------
+        dict
+            As recorded in the header, plus ``frame_type``.
+        """
+        return dict(self._settings(len(self.files)), frame_type=self.frame_type)
 
     def _validate(self) -> tuple[str, list[fits.Header]]:
         if not self.files:
@@ -344,14 +296,19 @@ class master_frame:  # noqa: N801
             header["ADFLNORM"] = (1.0, "master flat normalised to ~1")
         return header
 
-    def run(self) -> str:
-        """Combine and write the master; return its path (reused if it exists and not
-        ``overwrite``).
+    def combine(self, paths: list[str]) -> CCDData:
+        """Validate and combine the inputs (in bands of rows within ``memory_limit``).
+
+        Parameters
+        ----------
+        paths : list of str
+            The inputs (all of :attr:`files`).
 
         Returns
         -------
-        str
-            The master's path (``wdir/output_name``).
+        astropy.nddata.CCDData
+            The master, written by the engine to ``wdir/output_name`` (:meth:`run`
+            returns that path; an existing master from the same frames is reused).
 
         Raises
         ------
@@ -359,9 +316,6 @@ class master_frame:  # noqa: N801
             No inputs, frames of different sizes, binnings, units or (darks) exposure
             times, a non-calibration frame type, or a bad combine option.
         """
-        out = self.output_path
-        if not self.overwrite and _reuse_master(out, self.files, "master_frame"):
-            return str(out)
         ftype, headers = self._validate()
         normalise = ftype == "flat"
         ny, nx = _shape_from_header(headers[0])
@@ -395,189 +349,7 @@ class master_frame:  # noqa: N801
         )
         if ftype == "flat":
             ccd.meta["BUNIT"] = ""
-        write_frame(ccd, out, overwrite=True)
-        log_event(
-            self.log_path or find_log_path(self.wdir),
-            step="master_frame",
-            output=str(out),
-            frame_type=ftype,
-            inputs=self.files,
-            settings=settings,
-            rejected_fraction=float(np.mean(rejected)),
-        )
-        log.info("master_frame: %s from %d frames (%s)", out, n, settings)
-        return str(out)
-
-
-class dark_interpolation:  # noqa: N801
-    """A master dark for an exposure time without darks, from masters at other exposure
-    times: per-pixel weighted least squares ``D(t) = t A + B`` (as astro_reduce does).
-
-    Parameters
-    ----------
-    wdir : str or pathlib.Path
-        Folder of the output.
-    masterdark_files : list of str
-        Master darks (:class:`master_frame`) of at least two exposure times, or one plus
-        ``masterbias_file`` when the darks still contain the bias.
-    exptime : float
-        Exposure time (s) wanted.
-    output_name : str, optional
-        Default ``'masterdark_<exptime>s_interpolated.fits'``.
-    masterbias_file : str, optional
-        Master bias entering the fit as a dark of exposure 0 (only for darks that are
-        not bias-subtracted).
-    overwrite : bool or {'yes', 'no'}
-        Rebuild an existing output.
-    log_path : str, optional
-        Run log.
-
-    Notes
-    -----
-    The output is a master dark like the inputs (bias-subtracted or not), with
-    ``EXPTIME`` = ``exptime``, an uncertainty plane propagated through the fit, the
-    inputs recorded (``NCOMBINE``/``IMCMBnnn``) and the fit's residual RMS (``ADDKRMS``).
-    """
-
-    def __init__(
-        self,
-        wdir: PathLike,
-        masterdark_files: Files,
-        exptime: float,
-        output_name: str | None = None,
-        *,
-        masterbias_file=None,
-        overwrite: Overwrite = False,
-        log_path=None,
-    ):
-        self.wdir = Path(wdir)
-        files = (
-            [masterdark_files]
-            if isinstance(masterdark_files, (str, Path))
-            else list(masterdark_files)
-        )
-        self.masterdark_files = [_one_path(m, "master dark") for m in files]
-        self.masterbias_file = (
-            None if masterbias_file is None else _one_path(masterbias_file, "master bias")
-        )
-        self.exptime = float(exptime)
-        self.output_name = output_name or f"masterdark_{self.exptime:g}s_interpolated.fits"
-        self.overwrite = parse_overwrite(overwrite)
-        self.log_path = log_path
-
-    def _read_masters(self) -> tuple[list[CCDData], list[float], list[str], bool]:
-        """The masters to fit, their exposure times (s), the input paths and whether
-        they are bias-subtracted; the master bias (or, for bias-subtracted darks of one
-        exposure, a zero dark) enters at exposure 0."""
-        darks = [read_frame(p) for p in self.masterdark_files]
-        states = {cal.is_bias_subtracted(d.meta) for d in darks}
-        if len(states) > 1:
-            raise CalibrationError(
-                "dark_interpolation: some master darks are bias-subtracted and "
-                "some are not; build them all the same way"
-            )
-        bsub = states.pop()
-        times = [FrameHeader(d.meta, p).exptime for d, p in zip(darks, self.masterdark_files)]
-        inputs = list(self.masterdark_files)
-        for d, p in zip(darks[1:], self.masterdark_files[1:]):
-            _compare_geometry(
-                "dark_interpolation", p, "master dark", d, self.masterdark_files[0], darks[0]
-            )
-            if d.unit != darks[0].unit:
-                raise CalibrationError(
-                    f"dark_interpolation: {p} is in {d.unit}, "
-                    f"{self.masterdark_files[0]} in {darks[0].unit}"
-                )
-        if self.masterbias_file:
-            if bsub:
-                raise CalibrationError(
-                    "dark_interpolation: the master darks are bias-subtracted; "
-                    "a master bias must not enter the fit (zero dark at t=0 is "
-                    "implied only for darks that still contain the bias)"
-                )
-            bias = read_frame(self.masterbias_file)
-            _compare_geometry(
-                "dark_interpolation",
-                self.masterbias_file,
-                "master bias",
-                bias,
-                self.masterdark_files[0],
-                darks[0],
-            )
-            darks.append(bias)
-            times.append(0.0)
-            inputs.append(self.masterbias_file)
-        elif bsub and len(set(times)) == 1:
-            # bias-subtracted darks are zero at t = 0
-            zero = CCDData(
-                np.zeros(darks[0].shape, np.float32),
-                unit=darks[0].unit,
-                uncertainty=StdDevUncertainty(np.zeros(darks[0].shape, np.float32)),
-            )
-            darks.append(zero)
-            times.append(0.0)
-        return darks, times, inputs, bsub
-
-    def _header(self, first: CCDData, times, model, bsub: bool) -> fits.Header:
-        """The interpolated dark's header: the first master's, with the exposure wanted
-        and the fit recorded."""
-        meta = first.meta
-        header = meta.copy() if isinstance(meta, fits.Header) else fits.Header(meta)
-        for k in [k for k in header if k.startswith("IMCMB")]:
-            header.remove(k, ignore_missing=True, remove_all=True)
-        header["EXPTIME"] = (self.exptime, "[s] exposure of this interpolated dark")
-        header["EXPOSURE"] = (self.exptime, "[s] exposure of this interpolated dark")
-        header["ADDKINTP"] = (True, "dark = t * A + B, per-pixel least squares")
-        header["ADDKTIMS"] = (",".join(f"{t:g}" for t in times), "[s] exposures fitted")
-        header["ADDKRMS"] = (model.residual_rms, "RMS of the fit residuals")
-        header[cal.KW_BIAS_SUB] = (bsub, "bias removed from the inputs")
-        return header
-
-    def run(self) -> str:
-        """Fit, evaluate at ``exptime`` and write; return the output path.
-
-        Returns
-        -------
-        str
-            The interpolated master dark's path.
-
-        Raises
-        ------
-        CalibrationError
-            Masters of different sizes/units, fewer than two exposure times, a master
-            bias given with bias-subtracted darks, or mixed bias states.
-        """
-        out = self.wdir / self.output_name
-        inputs = list(self.masterdark_files) + (
-            [self.masterbias_file] if self.masterbias_file else []
-        )
-        if not self.overwrite and _reuse_master(out, inputs, "dark_interpolation"):
-            return str(out)
-        darks, times, inputs, bsub = self._read_masters()
-        common = None if self.masterbias_file else _shared_bias_variance([d.meta for d in darks])
-        model = cal.fit_dark_model(
-            times,
-            [d.data for d in darks],
-            [cal.variance_of(d) for d in darks],
-            common_variance=common,
-        )
-        data, std = model.evaluate(self.exptime)
-        header = self._header(darks[0], times, model, bsub)
-        _record_inputs(header, inputs, {"method": "linear least squares D = t*A + B"}, 0.0, "dark")
-        ccd = CCDData(
-            data,
-            unit=darks[0].unit,
-            meta=header,
-            uncertainty=None if std is None else StdDevUncertainty(std),
-        )
-        write_frame(ccd, out, overwrite=True)
-        log_event(
-            self.log_path or find_log_path(self.wdir),
-            step="dark_interpolation",
-            output=str(out),
-            inputs=inputs,
-            exptimes=times,
-            exptime=self.exptime,
-            residual_rms=model.residual_rms,
-        )
-        return str(out)
+        self._record = {"frame_type": ftype, "inputs": self.files, "settings": settings,
+                        "rejected_fraction": float(np.mean(rejected))}
+        log.info("master_frame: %s from %d frames (%s)", self.output, n, settings)
+        return ccd

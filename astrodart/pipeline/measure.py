@@ -20,7 +20,8 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from astrodart.exceptions import AstrodartWarning, warn
 from astrodart.frames.header import FrameHeader
-from astrodart.frames.io import FrameError, read_frame
+from astrodart.frames.io import FrameError
+from astrodart.pipeline.kinds import MeasuringStep
 from astrodart.pipeline.solve import frame_saturation
 from astrodart.sources.psf import NoStarsWarning, measure_fwhm
 
@@ -58,8 +59,12 @@ def frame_pixel_scale(fh: FrameHeader) -> float | None:
     return fh.pixel_scale
 
 
-class get_fwhm:
+class get_fwhm(MeasuringStep):
     """Measure the FWHM (seeing) of each frame.
+
+    A :class:`~astrodart.pipeline.kinds.MeasuringStep` run serially in this process
+    (:meth:`run` returns :meth:`to_table`); it writes no file (a run log that exists near
+    the frames gets a record).
 
     Parameters
     ----------
@@ -89,11 +94,15 @@ class get_fwhm:
     >>> fw.fwhm_arcsec, fw.ellipticity       # doctest: +SKIP
     """
 
+    name = "get_fwhm"
+    capture_errors = False
+    new_log = False
+
     def __init__(self, files: Sequence, *, fwhm_guess: float | None = None, threshold: float = 5.0,
                  max_stars: int = 25, min_snr: float = 20.0, saturation: float | None = None):
-        if isinstance(files, (str, Path)):
-            files = [files]
-        self.files = [str(f) for f in files]
+        paths = [files] if isinstance(files, (str, Path)) else list(files)
+        wdir = Path(paths[0]).parent if paths else Path(".")
+        super().__init__(wdir, paths, executor="serial", progress=False)
         self.fwhm_guess = fwhm_guess
         self.threshold = float(threshold)
         self.max_stars = int(max_stars)
@@ -102,16 +111,77 @@ class get_fwhm:
         self.results: dict = {}
         self.pixel_scales: dict[str, float | None] = {}
 
-    def _measure(self, path: str):
-        ccd = read_frame(path)
+    def parameters(self) -> dict:
+        """The measuring parameters, recorded in the run log.
+
+        Returns
+        -------
+        dict
+            ``fwhm_guess``, ``threshold``, ``max_stars``, ``min_snr``, ``saturation``.
+        """
+        return {"fwhm_guess": self.fwhm_guess, "threshold": self.threshold,
+                "max_stars": self.max_stars, "min_snr": self.min_snr,
+                "saturation": self.saturation}
+
+    def measure(self, ccd, path: str) -> dict:
+        """Measure one frame.
+
+        %(frame_parameters)s
+
+        Returns
+        -------
+        dict
+            ``{'pixel_scale': arcsec/px or None, 'result': FWHMResult or None}`` (None,
+            with a :class:`FWHMFailedWarning`, when the measurement raised ``ValueError``).
+        """
         fh = FrameHeader(ccd.meta, path)
-        self.pixel_scales[path] = frame_pixel_scale(fh)
-        sat = self.saturation if self.saturation is not None else frame_saturation(fh, ccd.data)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NoStarsWarning)
-            return measure_fwhm(ccd.data, fwhm_guess=self.fwhm_guess, threshold=self.threshold,
-                                saturation=sat, max_stars=self.max_stars, min_snr=self.min_snr,
-                                mask=ccd.mask)
+        row = {"pixel_scale": frame_pixel_scale(fh), "result": None}
+        try:
+            sat = self.saturation if self.saturation is not None else frame_saturation(fh, ccd.data)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NoStarsWarning)
+                row["result"] = measure_fwhm(ccd.data, fwhm_guess=self.fwhm_guess,
+                                             threshold=self.threshold, saturation=sat,
+                                             max_stars=self.max_stars, min_snr=self.min_snr,
+                                             mask=ccd.mask)
+        except ValueError as exc:
+            warn(str(exc), FWHMFailedWarning, item=path, stacklevel=3)
+        return row
+
+    def execute(self, task) -> dict:
+        """Read and measure one frame; an unreadable frame gives no result.
+
+        %(task_parameters)s
+
+        Returns
+        -------
+        dict
+            The row of :meth:`measure`, or ``{'result': None}`` (with a
+            :class:`FWHMFailedWarning`) when the frame could not be read.
+        """
+        try:
+            return super().execute(task)
+        except (FrameError, OSError, ValueError) as exc:
+            warn(str(exc), FWHMFailedWarning, item=task.key, stacklevel=3)
+            return {"result": None}
+
+    def result(self, tasks, report) -> Table:
+        """Keep every frame's result and pixel scale; return :meth:`to_table`.
+
+        %(result_parameters)s
+
+        Returns
+        -------
+        astropy.table.Table
+            As :meth:`to_table`.
+        """
+        for t in tasks:
+            row = report.summaries[t.key]
+            self.results[t.key] = row["result"]
+            if "pixel_scale" in row:
+                self.pixel_scales[t.key] = row["pixel_scale"]
+        self.table = self.to_table()
+        return self.table
 
     def estimate_fwhm(self) -> list[float]:
         """Measure every frame.
@@ -123,15 +193,12 @@ class get_fwhm:
             :class:`FWHMFailedWarning`) for a frame that is unreadable or has no usable star.
         """
         out = []
+        self.run()
         for f in self.files:
-            try:
-                res = self._measure(f)
-            except (FrameError, OSError, ValueError) as exc:
-                warn(str(exc), FWHMFailedWarning, item=f, stacklevel=3)
-                self.results[f] = None
+            res = self.results[f]
+            if res is None:
                 out.append(float("nan"))
                 continue
-            self.results[f] = res
             if not np.isfinite(res.fwhm):
                 warn(f"no isolated, unsaturated star with S/N >= {self.min_snr:g} "
                      f"({len(res.detections)} detections)", FWHMFailedWarning, item=f,
@@ -141,7 +208,7 @@ class get_fwhm:
         return out
 
     def _per_file(self, attr):
-        if not self.results:
+        if not self.results and self.files:
             self.estimate_fwhm()
         return [float(getattr(self.results[f], attr)) if self.results.get(f) else float("nan")
                 for f in self.files]

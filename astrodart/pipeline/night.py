@@ -473,7 +473,7 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
 
 
 def _solve_frames(data_dir: str, files: list, fwhm: float, overwrite: bool) -> Table:
-    """Plate-solve frames with :class:`astrodart.second_stage.astrometry` (offline), in a
+    """Plate-solve frames with :class:`astrodart.pipeline.solve.astrometry` (offline), in a
     worker; returns its table."""
     from astrodart.pipeline.solve import astrometry
 

@@ -32,7 +32,7 @@ def night_masters(tree, engine: dict, overwrite: bool) -> dict:
 
     Parameters
     ----------
-    tree : astrodart.utils.get_directory
+    tree : astrodart.pipeline.organise.get_directory
         The sorted night (``bias/``, ``dark/<exptime>/``, ``flat/<filter>/``).
     engine : dict
         Step-engine options (``executor``, ``progress``).
@@ -89,7 +89,7 @@ def calibrate_science(tree, masters: dict, filters, cosmic_rays, engine, overwri
 
     Parameters
     ----------
-    tree : astrodart.utils.get_directory
+    tree : astrodart.pipeline.organise.get_directory
         The sorted night (``object/<filter>/``).
     masters : dict
         As :func:`night_masters` returns.

@@ -51,13 +51,13 @@ def pick_comparisons(reference: str, target: SkyCoord, n: int, saturation: float
     """
     from astrodart.frames.io import read_frame
     from astrodart.pipeline.measure import get_fwhm
-    from astrodart.pipeline.star_positions import frame_wcs as _frame_wcs
+    from astrodart.pipeline.star_positions import frame_wcs
 
     fw = get_fwhm([reference], saturation=saturation)
     fwhm = fw.estimate_fwhm()[0]
     det = fw.results[reference].detections
     ccd = read_frame(reference)
-    wcs = _frame_wcs(ccd.meta)
+    wcs = frame_wcs(ccd.meta)
     if wcs is None:
         raise ValueError(f"{reference}: no WCS; comparison stars are chosen on a "
                          "plate-solved frame")
@@ -80,12 +80,12 @@ def pick_comparisons(reference: str, target: SkyCoord, n: int, saturation: float
 def _measure(files: dict, filters, target, comparisons, saturation, factors, out_dir,
              stem, date, name):
     """Ensemble photometry of the frames of ``filters``, saved as ``out_dir/<stem>*``."""
-    from astrodart.pipeline.photometry import PhotometryRun as photometry
+    from astrodart.pipeline.photometry import PhotometryRun
 
-    step = photometry("sky", "fwhm", [files[f] for f in filters], list(filters),
-                      target_coord=target, comparison_coord=comparisons,
-                      fwhm_factors=factors, saturation=saturation, save_results=False,
-                      date=date, target_name=name)
+    step = PhotometryRun("sky", "fwhm", [files[f] for f in filters], list(filters),
+                         target_coord=target, comparison_coord=comparisons,
+                         fwhm_factors=factors, saturation=saturation, save_results=False,
+                         date=date, target_name=name)
     res = step.run_multi_coord()
     step.save_data_dir = Path(out_dir)
     step.save(stem, res)

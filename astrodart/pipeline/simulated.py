@@ -43,18 +43,18 @@ SIMULATED_NIGHT = {
 
 def simulate_and_reduce(root, seed: int = 0, *, simulate_options=None,
                         **reduce_options) -> tuple[NightResult, Table]:
-    """Simulate a night (unless ``root/truth.json`` exists), reduce it and compare it with
-    its truth.
+    """Simulate a night (unless ``root/uncal_data/truth.json`` exists), reduce it and
+    compare it with its truth.
 
     Parameters
     ----------
     root : str or pathlib.Path
         Project folder: the night goes to ``root/uncal_data/<date>/``, its truth to
-        ``root/truth.json`` and ``root/truth_maps.fits``, the reduction to
-        ``root/reduced_data/``.
+        ``root/uncal_data/truth.json`` and ``root/uncal_data/truth_maps.fits``, the
+        reduction to ``root/reduced_data/``.
     seed : int
-        Seed of the simulated night (ignored when ``root/truth.json`` already exists: that
-        night is reduced again, resuming what was done).
+        Seed of the simulated night (ignored when ``root/uncal_data/truth.json`` already
+        exists: that night is reduced again, resuming what was done).
     simulate_options : dict, optional
         Options of :func:`astrodart.datasets.simulated_night.simulate_night` over :data:`SIMULATED_NIGHT`.
     **reduce_options
@@ -71,12 +71,12 @@ def simulate_and_reduce(root, seed: int = 0, *, simulate_options=None,
         :func:`compare_with_truth`; ``table.meta['made']`` is ``'simulated'`` or ``'found'``.
     """
     from astrodart.datasets.simulated_night import simulate_night
-    from astrodart.datasets.truth import load_truth
+    from astrodart.datasets.truth import load_truth, truth_file
 
     root = Path(root)
     t0 = time.perf_counter()
     made = "found"
-    if not (root / "truth.json").exists():
+    if not truth_file(root).exists():
         simulate_night(root, seed, **{**SIMULATED_NIGHT, **(simulate_options or {})})
         made = "simulated"
     t_sim = time.perf_counter() - t0
@@ -94,7 +94,8 @@ def simulate_and_reduce(root, seed: int = 0, *, simulate_options=None,
 
 def simulated_night_report(root, seed: int = 0, *, simulate_options=None,
                            **reduce_options) -> str:
-    """Simulate a night (unless ``root/truth.json`` exists), reduce it, compare with its truth.
+    """Simulate a night (unless ``root/uncal_data/truth.json`` exists), reduce it, compare
+    with its truth.
 
     Parameters
     ----------
@@ -114,7 +115,7 @@ def simulated_night_report(root, seed: int = 0, *, simulate_options=None,
         the transit fit and the time per stage. The table is also written to
         ``<data_dir>/truth_comparison.txt`` and ``.ecsv``.
     """
-    from astrodart.datasets.truth import load_truth
+    from astrodart.datasets.truth import load_truth, truth_file
 
     root = Path(root)
     t_start = time.perf_counter()
@@ -126,7 +127,7 @@ def simulated_night_report(root, seed: int = 0, *, simulate_options=None,
     save_comparison(table, result.data_dir / "truth_comparison")
     head = (f"SIMULATED night ({table.meta['made']}: seed {truth['seed']}, {truth['target']} "
             f"on {truth['date']}, {sum(truth['counts'].values())} raw frames in "
-            f"{root / 'uncal_data' / truth['night']}; truth in {root / 'truth.json'})\n"
+            f"{root / 'uncal_data' / truth['night']}; truth in {truth_file(root)})\n"
             f"{'simulated and ' if table.meta['made'] == 'simulated' else ''}reduced with "
             f"astrodart.pipeline.night.reduce_night in {seconds:.0f} s; "
             f"products in {result.data_dir}\n")

@@ -384,12 +384,12 @@ def compare_with_truth(result: NightResult, truth=None) -> Table:
     """
     from astropy.io import fits
 
-    from astrodart.datasets.truth import TRUTH_MAPS, load_truth
+    from astrodart.datasets.truth import TRUTH_MAPS, load_truth, truth_file
 
     where = Path(truth) if isinstance(truth, (str, os.PathLike)) else result.root
     if not isinstance(truth, dict):
         truth = load_truth(where)
-    folder = where if where.is_dir() else where.parent
+    folder = truth_file(where).parent
     maps_path = folder / truth.get("maps", {}).get("file", TRUTH_MAPS)
     with fits.open(maps_path) as hdul:
         maps = {h.name: np.asarray(h.data, float) for h in hdul[1:]}
