@@ -99,7 +99,7 @@ def _frame_gain(ccd, header: FrameHeader, gain, path: str) -> float:
 def _frame_fwhm(data, xy, mask, fwhm_prev, path: str) -> float:
     """FWHM on the chosen stars, or the previous frame's when not measurable."""
     guess = fwhm_prev if fwhm_prev and np.isfinite(fwhm_prev) else 3.0
-    fwhm = fwhm_of_stars(data, xy, fwhm_guess=guess, mask=mask, max_stars=12)
+    fwhm = fwhm_of_stars(data, xy, fwhm_guess=guess, mask=mask, max_stars=12, axis="major")
     if np.isfinite(fwhm):
         return fwhm
     if fwhm_prev and np.isfinite(fwhm_prev):

@@ -402,7 +402,7 @@ def _measure_once(arr, guess, threshold, mask, saturation, max_stars, min_snr, i
 def fwhm_of_stars(data: ArrayLike, positions: ArrayLike, *, fwhm_guess: float = 3.0,
                   mask: ArrayLike | None = None, background: ArrayLike = 0.0,
                   min_fwhm: float = 0.8, max_fwhm: float = 40.0,
-                  max_stars: int | None = None) -> float:
+                  max_stars: int | None = None, axis: str = "mean") -> float:
     """Median FWHM of the stars at given positions (e.g. the stars of a photometry run).
 
     Parameters
@@ -422,13 +422,18 @@ def fwhm_of_stars(data: ArrayLike, positions: ArrayLike, *, fwhm_guess: float = 
         Fits outside this range (hot pixels, blends), pixels, are rejected.
     max_stars : int, optional
         Only the first ``max_stars`` positions are fitted.
+    axis : {'mean', 'major'}
+        ``'mean'``: the FWHM ``sqrt(fwhm_major * fwhm_minor)``; ``'major'``: the FWHM
+        along the star's long axis, the width a circular aperture must hold (photometry
+        sizes its apertures with it, so a trailed frame does not lose flux along the
+        trail).
 
     Returns
     -------
     float
-        Median FWHM of the accepted fits, pixels: ``sqrt(fwhm_major * fwhm_minor)`` of
-        the pixel-integrated elliptical Moffat fit (see :func:`fit_stars`); NaN when none
-        is usable.
+        Median over the accepted fits of the chosen width, pixels, from the
+        pixel-integrated elliptical Moffat fit (see :func:`fit_stars`); NaN when none is
+        usable.
 
     Raises
     ------
@@ -452,6 +457,10 @@ def fwhm_of_stars(data: ArrayLike, positions: ArrayLike, *, fwhm_guess: float = 
         arr = np.where(np.asarray(mask, dtype=bool), np.nan, arr)
     guess = float(fwhm_guess) if fwhm_guess and np.isfinite(fwhm_guess) else 3.0
     fits = fit_stars(arr, xy[:, 0], xy[:, 1], fwhm=max(guess, 1.0), background=background)
-    f = np.asarray(fits["fwhm"], dtype=float)[np.asarray(fits["success"], bool)]
-    f = f[np.isfinite(f) & (f >= min_fwhm) & (f <= max_fwhm)]
+    if axis not in ("mean", "major"):
+        raise ValueError(f"axis={axis!r}: use 'mean' or 'major'")
+    ok = np.asarray(fits["success"], bool)
+    f = np.asarray(fits["fwhm"], dtype=float)
+    keep = ok & np.isfinite(f) & (f >= min_fwhm) & (f <= max_fwhm)  # the same stars either way
+    f = np.asarray(fits["fwhm_major"], dtype=float)[keep] if axis == "major" else f[keep]
     return float(np.median(f)) if f.size else float("nan")
