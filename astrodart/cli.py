@@ -151,7 +151,22 @@ def demo(root, notebooks=True, simulated=False, remove_intermediates=False) -> i
 
 
 def disk_usage(root, night) -> tuple[int, int]:
-    """Bytes of the raw ``night`` folder and of ``root/uncal_data`` + ``root/reduced_data``."""
+    """Disk used by a demo run, against the raw night it started from.
+
+    Parameters
+    ----------
+    root : str or pathlib.Path
+        The project folder holding ``uncal_data/`` and ``reduced_data/``.
+    night : str or pathlib.Path
+        The raw night folder (``uncal_data/YYMMDD/``).
+
+    Returns
+    -------
+    raw_bytes : int
+        Bytes of the files in ``night``.
+    total_bytes : int
+        Bytes of the files in ``root/uncal_data`` and ``root/reduced_data`` together.
+    """
     def size(folder):
         return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
     root = Path(root)

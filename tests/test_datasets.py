@@ -468,10 +468,14 @@ def test_missing_sample_names_every_place_looked(tmp_path, monkeypatch):
         sample_night("nosuch", tmp_path)
 
 
-def test_get_night_prefers_real_and_falls_back_to_simulated(tmp_path, monkeypatch):
+def test_get_night_prefers_the_real_night(tmp_path):
+    require(HATP32)
     real = get_night(tmp_path / "real", sample="hatp32")
     assert real.source == "real" and real.truth_path is None
     assert len(list(real.night_dir.iterdir())) == 10
+
+
+def test_get_night_falls_back_to_the_simulated_night(tmp_path, monkeypatch):
     monkeypatch.setenv("ASTRODART_SAMPLE_DATA", str(tmp_path / "nothing"))
     monkeypatch.setattr(datasets, "_default_search_dirs", list)
     fallback = get_night(tmp_path / "sim", seed=2, simulate_options=SMALL)

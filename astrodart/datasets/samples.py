@@ -106,7 +106,7 @@ def _candidates() -> list[Path]:
     env = os.environ.get("ASTRODART_SAMPLE_DATA")
     if env:
         out.append(Path(env))
-    return out + _default_search_dirs()
+    return list(dict.fromkeys(out + _default_search_dirs()))  # each place once, in order
 
 
 #: Pinned public sources of the real samples (raw URLs and sha256 of every file).
