@@ -1,1 +1,1 @@
-"""Layer 5: notebook widgets, plots and the headless notebook runner."""
+"""Layer 4: notebook widgets, plots and the headless notebook runner."""

@@ -1,4 +1,4 @@
-"""Layer 5: the plumbing every astrodart widget shares.
+"""Layer 4: the plumbing every astrodart widget shares.
 
 :func:`frontend_available` decides whether a widget can be shown (a Jupyter kernel) or
 the headless fallback applies; :class:`_Figure` is a matplotlib figure drawn on an ipympl

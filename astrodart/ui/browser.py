@@ -1,4 +1,4 @@
-"""Layer 5: the frame browser -- step through frames with their quality, flag bad ones.
+"""Layer 4: the frame browser -- step through frames with their quality, flag bad ones.
 
 :func:`frame_browser` shows one frame at a time (zscale) with its row of the quality
 table; ``.kept`` lists the frames not flagged, for the next step's ``files``.

@@ -1,4 +1,4 @@
-"""Layer 5: the combine picker -- ``image_combination``'s method, clipping and limits.
+"""Layer 4: the combine picker -- ``image_combination``'s method, clipping and limits.
 
 :func:`combine_picker` shows dropdowns and boxes for the combination method, the
 rejection algorithm and its two thresholds, and the memory limit; ``.kwargs`` holds

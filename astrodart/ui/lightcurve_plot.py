@@ -1,4 +1,4 @@
-"""Layer 5: light-curve plots (differential photometry and transit fits).
+"""Layer 4: light-curve plots (differential photometry and transit fits).
 
 :func:`plot_light_curve` draws any differential light curve; :func:`plot_night_light_curve`
 draws the one a night run measured, and :data:`LIGHTCURVE_FIGURE` is that figure as a step

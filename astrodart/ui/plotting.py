@@ -1,4 +1,4 @@
-"""Layer 5: quick-look plots of frames and star lists.
+"""Layer 4: quick-look plots of frames and star lists.
 
 matplotlib is imported inside the functions, never at import time, so that
 ``import astrodart`` (and scripts that never plot) do not pay for it and do not

@@ -1,4 +1,4 @@
-"""Layer 5: the region picker -- a FITS section chosen on an image.
+"""Layer 4: the region picker -- a FITS section chosen on an image.
 
 :func:`region_picker` shows a zscale image on which a rectangle is dragged (or the
 section typed); ``.section`` is the ``'[x1:x2,y1:y2]'`` string ``trimmer`` and

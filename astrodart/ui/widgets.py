@@ -1,4 +1,4 @@
-"""Layer 5: notebook widgets that turn clicks into the plain arguments of the stages.
+"""Layer 4: notebook widgets that turn clicks into the plain arguments of the stages.
 
 Every widget here produces a plain Python value that a stage accepts as written in a
 script, so a notebook that was steered by clicks can be replayed without them:
