@@ -10,7 +10,7 @@ astrophotography guide uses, plus :func:`stack`:
 >>> save_to_tiff(stacks, directories, filters, 'astrophotography', '180423', 'M67',
 ...              'yes').run()                                                 # doctest: +SKIP
 
-A thin facade (layer 4) over the rooms that do the work:
+A thin facade (layer 5) over the rooms that do the work:
 
 - :class:`align` -- :mod:`astrodart.pipeline.align` (file-level step) over the alignment
   ladder of :mod:`astrodart.alignment.ladder` (WCS reprojection, star-pattern matching
