@@ -50,10 +50,11 @@ _TYPE_SPELLINGS = {
     "bias": ("bias", "bias frame", "zero", "zero frame", "offset", "biasframe"),
     "dark": ("dark", "dark frame", "darkframe", "dark current"),
     "flat": ("flat", "flat field", "flatfield", "flat frame", "dome flat", "sky flat", "twilight flat",
-             "domeflat", "skyflat", "flat-field", "lamp flat"),
+             "domeflat", "skyflat", "flat-field", "lamp flat", "twiflat", "twilight"),
     "flatdark": ("flatdark", "flat dark", "dark flat", "darkflat", "flat-dark", "dark for flat",
                  "flat_dark", "dark_flat"),
-    "object": ("object", "light", "light frame", "science", "lightframe", "obj", "target"),
+    "object": ("object", "light", "light frame", "science", "lightframe", "obj", "target",
+               "tricolor image", "standard"),
 }
 _TYPE_LOOKUP = {sp: t for t, sps in _TYPE_SPELLINGS.items() for sp in sps}
 
@@ -254,6 +255,12 @@ class FrameHeader:
         if v is not None and v > 150:  # MicroObservatory's CAMTEMP is in Kelvin
             v -= 273.15
         return v
+
+    @property
+    def camera(self) -> str | None:
+        """Camera name as written (``INSTRUME``/``DETECTOR``/``CAMERA``), or None."""
+        v = self._first(("INSTRUME", "DETECTOR", "CAMERA"))[1]
+        return str(v) if v is not None else None
 
     @property
     def saturation(self) -> float | None:

@@ -42,10 +42,10 @@ __all__ = [
     "strip_fits_suffix",
 ]
 
-#: Extensions recognised as FITS images (case-insensitive, optionally ``.gz``).
+#: Extensions recognised as FITS images (case-insensitive, optionally ``.gz``, ``.bz2`` or ``.fz``).
 FITS_SUFFIXES = (".fit", ".fits", ".fts")
 
-_FITS_RE = re.compile(r"\.(fit|fits|fts)(\.gz)?$", re.IGNORECASE)
+_FITS_RE = re.compile(r"\.(fit|fits|fts)(\.gz|\.bz2|\.fz)?$|\.fz$", re.IGNORECASE)
 _TMP_PREFIX = ".astrodart-tmp-"
 
 
@@ -73,7 +73,7 @@ def is_fits_path(path) -> bool:
     ----------
     path : str or pathlib.Path
         A file path; the extension ``.fit``, ``.fits`` or ``.fts`` (any case, optionally
-        followed by ``.gz``) counts.
+        followed by ``.gz``, ``.bz2`` or fpack's ``.fz``), or a bare ``.fz``, counts.
 
     Returns
     -------
@@ -256,7 +256,7 @@ def read_frame(path, unit=None, dtype=np.float32, default_unit="adu") -> CCDData
     # plain files are memory-mapped and copied once into ``dtype`` (about half the CPU
     # of reading into a buffer and converting it); gzip files and scaled integer data
     # (BZERO/BSCALE/BLANK) cannot be mapped
-    hdul = _open(path, memmap=not str(path).lower().endswith(".gz"))
+    hdul = _open(path, memmap=not str(path).lower().endswith((".gz", ".bz2")))
     if any(k in h.header for h in hdul for k in ("BZERO", "BSCALE", "BLANK")):
         hdul.close()
         hdul = _open(path, memmap=False)

@@ -1,6 +1,7 @@
 """Layer 3: sorting a raw night into a reduction tree, and finding its folders again.
 
-:class:`data_organiser` copies ``uncal_data/YYMMDD/*`` into
+:class:`data_organiser` copies ``uncal_data/YYMMDD/*`` (or the frames of a
+:class:`astrodart.pipeline.survey.NightSurvey`, any layout) into
 ``reduced_data/YYMMDD/<target>/`` sorted by frame type, filter and exposure;
 :class:`get_directory` lists that tree's folders and frames (also after a reduction, to
 resume another day). The data tree (see docs/ARCHITECTURE.md)::
@@ -17,6 +18,8 @@ resume another day). The data tree (see docs/ARCHITECTURE.md)::
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -25,17 +28,28 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from astropy.io import fits
+
 from astrodart.frames.header import (
     FrameHeader,
     HeaderValueError,
     MissingKeywordError,
+    normalise_frame_type,
     normalise_name,
 )
-from astrodart.frames.io import FrameError, atomic_output, find_fits, is_fits_path
+from astrodart.frames.io import (
+    FrameError,
+    atomic_output,
+    find_fits,
+    image_hdu_index,
+    is_fits_path,
+    strip_fits_suffix,
+)
 from astrodart.pipeline.runlog import LOG_NAME, log_event
 from astrodart.pipeline.step import known_prefixes, parse_overwrite
 
-__all__ = ["data_organiser", "get_directory", "OrganiseReport", "group_dirname", "RESERVED_DIRS"]
+__all__ = ["data_organiser", "get_directory", "OrganiseReport", "group_dirname", "RESERVED_DIRS",
+           "IMAGETYP_OF", "SOURCES_MANIFEST"]
 
 log = logging.getLogger("astrodart")
 
@@ -74,6 +88,51 @@ def _copy_atomic(src: Path, dest: Path) -> None:
         shutil.copy2(src, tmp)
 
 
+#: How a copy's header spells each decided type (FrameHeader.frame_type reads it back).
+IMAGETYP_OF = {"bias": "Bias Frame", "dark": "Dark Frame", "flat": "Flat Field",
+               "flatdark": "Flat Dark", "light": "Light Frame"}
+#: Record of the copies made from a survey: destination -> source path, size, mtime, fixes.
+SOURCES_MANIFEST = ".astrodart_sources.json"
+
+
+def _write_fixed(src: Path, dest: Path, cards: dict, history: list) -> None:
+    """Write a copy of ``src`` with header cards changed and HISTORY lines (pixels untouched)."""
+    with fits.open(src) as hdul:       # the data are never accessed: raw integers stay as they are
+        header = hdul[image_hdu_index(hdul, src)].header
+        for key, value in cards.items():
+            header[key] = value
+        for text in history:
+            header.add_history(f"astrodart data_organiser: {text}")
+        with atomic_output(dest, overwrite=True, fsync=False) as tmp:
+            hdul.writeto(tmp, output_verify="silentfix")
+
+
+def _header_fixes(rec, target: str) -> tuple[dict, list]:
+    """Header cards a copy of a surveyed frame needs, and the HISTORY lines saying why."""
+    cards, history = {}, []
+    written = normalise_frame_type(rec.header_type)
+    if (written or "").replace("object", "light") != rec.frame_type:
+        cards["IMAGETYP"] = IMAGETYP_OF[rec.frame_type]
+        history.append(f"IMAGETYP={IMAGETYP_OF[rec.frame_type]!r} (was {rec.header_type!r}): {rec.why}")
+    if rec.frame_type == "light" and not rec.target:
+        cards["OBJECT"] = target
+        history.append(f"OBJECT={target!r} (was missing): the target of the night")
+    return cards, history
+
+
+def _copy_name(rec, folder_names: Counter, folder: Path, fixed: bool) -> str:
+    """Destination name: the raw name (uncompressed when the header is fixed), with a short hash
+    of the path relative to the night when two inputs of the folder share a name."""
+    name = rec.path.name
+    if fixed:
+        name = re.sub(r"\.(gz|bz2)$", "", name, flags=re.IGNORECASE)
+    if folder_names[(folder, rec.path.name.lower())] > 1:
+        stem = strip_fits_suffix(name)
+        tag = hashlib.sha1(rec.relpath.encode()).hexdigest()[:6]
+        name = f"{stem}_{tag}{name[len(stem):]}"
+    return name
+
+
 # ---------------------------------------------------------------------------------------
 # data_organiser
 # ---------------------------------------------------------------------------------------
@@ -95,6 +154,10 @@ class OrganiseReport:
         required keyword.
     unreadable : dict
         ``path -> reason`` for files that are not readable FITS images.
+    fixed : list of str
+        Copies whose header was fixed (from a survey: IMAGETYP, OBJECT), a HISTORY line each.
+    removed : list of str
+        Copies an earlier run made from a survey that this run's survey no longer places there.
     """
 
     counts: Counter = field(default_factory=Counter)
@@ -103,6 +166,23 @@ class OrganiseReport:
     other_targets: dict = field(default_factory=dict)
     unclassified: dict = field(default_factory=dict)
     unreadable: dict = field(default_factory=dict)
+    fixed: list = field(default_factory=list)
+    removed: list = field(default_factory=list)
+
+    def per_type(self) -> dict[str, int]:
+        """Frames per type, as the reduce summary's ``frames`` counts them.
+
+        Returns
+        -------
+        dict
+            ``{'bias', 'dark', 'flat', 'light'}`` (and ``'flatdark'`` when any) to counts,
+            zeros included; 'light' counts the object frames.
+        """
+        c = Counter()
+        for (t, _), n in self.counts.items():
+            c["light" if t == "object" else t] += n
+        keys = ["bias", "dark", "flat"] + (["flatdark"] if c["flatdark"] else []) + ["light"]
+        return {k: c[k] for k in keys}
 
     def table(self) -> str:
         """Plain-text summary table.
@@ -116,6 +196,8 @@ class OrganiseReport:
         order = {t: i for i, t in enumerate(("bias", "dark", "flatdark", "flat", "object"))}
         for (t, g), n in sorted(self.counts.items(), key=lambda kv: (order[kv[0][0]], str(kv[0][1]))):
             lines.append(f"{t:<10}{str(g):<16}{n:>7}")
+        if self.fixed:
+            lines.append(f"{len(self.fixed)} copies with a fixed header (IMAGETYP/OBJECT; HISTORY says why)")
         if self.other_targets:
             lines.append(f"{len(self.other_targets)} object frame(s) of other targets left out: "
                          + ", ".join(sorted(set(self.other_targets.values()))))
@@ -147,19 +229,35 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
         Copy again files already present in the tree.
     verbose : bool
         Print the summary table after :meth:`run`.
+    survey : astrodart.pipeline.survey.NightSurvey, optional
+        Take the frames, their types, filters and exposures from this survey (any layout)
+        instead of ``uncal_dir/date``; ``uncal_dir`` is then unused, ``date`` defaults to
+        ``survey.night_date()`` and ``target`` to ``survey.target()``.
 
     Notes
     -----
     Frame types come from the normalised ``IMAGETYP`` (:class:`astrodart.frames.header.FrameHeader`).
     Flat-darks are their own type (not also flats or darks, a defect of the original).
     Files are copied (atomically), never moved: ``uncal_dir`` stays byte-identical.
+
+    With a survey, the lights the survey kept go to ``object/<filter>/`` whatever their
+    ``OBJECT`` says; a copy whose header disagrees with the survey is written by astropy
+    with ``IMAGETYP`` (and a missing ``OBJECT``) fixed and a HISTORY line saying why,
+    uncompressed; the others are byte copies (compression kept). Two inputs of the same
+    name in one destination get a short hash of their path relative to the night. A
+    copy is reused only when :data:`SOURCES_MANIFEST` records it was made from the same
+    source path, size and modification time, with the same fixes.
     """
 
-    def __init__(self, uncal_dir, reduction_dir, date, target, overwrite=False, verbose=True):
-        self.uncal_dir = Path(uncal_dir)
+    def __init__(self, uncal_dir, reduction_dir, date=None, target=None, overwrite=False,
+                 verbose=True, *, survey=None):
+        if survey is None and (date is None or target is None):
+            raise ValueError("data_organiser: date and target are required without a survey")
+        self.survey = survey
+        self.uncal_dir = Path(uncal_dir) if uncal_dir is not None else None
         self.reduction_dir = Path(reduction_dir)
-        self.date = str(date).strip("/")
-        self.target = str(target)
+        self.date = str(date if date is not None else survey.night_date()).strip("/")
+        self.target = str(target if target is not None else (survey.target() or "target"))
         self.overwrite = parse_overwrite(overwrite)
         self.verbose = verbose
         self.report: OrganiseReport | None = None
@@ -216,6 +314,8 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
         FileNotFoundError
             ``uncal_dir/date`` does not exist.
         """
+        if self.survey is not None:
+            return self._run_survey()
         source = self.uncal_dir / self.date
         if not source.is_dir():
             raise FileNotFoundError(f"{source}: no such night folder (expected uncal_dir/date/ with raw FITS files)")
@@ -254,6 +354,84 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
                   other_targets=report.other_targets)
         if self.verbose:
             print(f"data_organiser: {source} -> {dest_root}")
+            print(report.table())
+        return report
+
+
+    def _plan(self, dest_root: Path, report: OrganiseReport) -> list:
+        """(record, destination, header cards, history) for every frame of the survey."""
+        placed = []
+        for rec in self.survey.frames:
+            if rec.frame_type == "bias":
+                key, sub = ("bias", ""), Path("bias")
+            elif rec.frame_type in ("dark", "flatdark"):
+                if rec.exptime is None:
+                    report.unclassified[str(rec.path)] = "dark without an exposure time (EXPTIME)"
+                    continue
+                key, sub = (rec.frame_type, rec.exptime), Path(rec.frame_type) / group_dirname(rec.exptime)
+            else:
+                kind = "object" if rec.frame_type == "light" else "flat"
+                key, sub = (kind, rec.filter or "none"), Path(kind) / group_dirname(rec.filter or "none")
+            placed.append((rec, key, sub))
+        names = Counter((sub, rec.path.name.lower()) for rec, _, sub in placed)
+        plan = []
+        for rec, key, sub in placed:
+            report.counts[key] += 1
+            cards, history = _header_fixes(rec, self.target)
+            dest = dest_root / sub / _copy_name(rec, names, sub, bool(cards))
+            plan.append((rec, dest, cards, history))
+        return plan
+
+    def _place(self, rec, dest: Path, cards: dict, history: list, old: dict | None,
+               report: OrganiseReport) -> dict:
+        """Copy (or reuse) one frame; return its manifest entry."""
+        st = rec.path.stat()
+        entry = {"source": str(rec.path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                 "fixes": history}
+        if (not self.overwrite and old and dest.exists()
+                and all(old.get(k) == v for k, v in entry.items())
+                and old.get("dest_size") == dest.stat().st_size):
+            report.reused.append(str(dest))
+        else:
+            if cards:
+                _write_fixed(rec.path, dest, cards, history)
+                report.fixed.append(str(dest))
+            else:
+                _copy_atomic(rec.path, dest)
+            report.copied.append(str(dest))
+        entry["dest_size"] = dest.stat().st_size
+        return entry
+
+    def _run_survey(self) -> OrganiseReport:
+        """:meth:`run` with the frames of a survey."""
+        dest_root = Path(self.get_directory())
+        report = OrganiseReport(unreadable=dict(self.survey.unreadable),
+                                unclassified=dict(self.survey.unclassified),
+                                other_targets=dict(self.survey.other_targets))
+        manifest_path = dest_root / SOURCES_MANIFEST
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            manifest = {}
+        new = {}
+        for rec, dest, cards, history in self._plan(dest_root, report):
+            rel = dest.relative_to(dest_root).as_posix()
+            new[rel] = self._place(rec, dest, cards, history, manifest.get(rel), report)
+        for rel in sorted(set(manifest) - set(new)):      # our own earlier copies only
+            if (dest_root / rel).exists():
+                (dest_root / rel).unlink()
+                report.removed.append(str(dest_root / rel))
+        with atomic_output(manifest_path, overwrite=True, fsync=False) as tmp:
+            tmp.write_text(json.dumps(new, indent=1, sort_keys=True))
+        self.report = report
+        log_event(dest_root / LOG_NAME, step="data_organiser", source=str(self.survey.night),
+                  layout=self.survey.layout, target=self.target,
+                  counts={f"{t}/{g}": n for (t, g), n in report.counts.items()},
+                  copied=len(report.copied), reused=len(report.reused), fixed=len(report.fixed),
+                  removed=report.removed, unclassified=report.unclassified,
+                  unreadable=report.unreadable, other_targets=report.other_targets)
+        if self.verbose:
+            print(f"data_organiser: {self.survey.night} ({self.survey.layout} layout) -> {dest_root}")
             print(report.table())
         return report
 
