@@ -13,13 +13,16 @@ import numpy as np
 from astropy.nddata import CCDData
 
 from astrodart.calibration.base import (
+    KW_PEDESTAL_VAR,
     CalibrationError,
     _header,
     _new,
     _or_masks,
     check_same_shape,
+    is_bias_subtracted,
     variance_of,
 )
+from astrodart.calibration.noise import _remove_pedestal_variance
 
 __all__ = ["subtract_master_dark", "DarkModel", "fit_dark_model"]
 
@@ -44,8 +47,9 @@ def subtract_master_dark(
     Returns
     -------
     CCDData
-        ``ccd - k * dark`` with ``k`` the scale; variance adds ``k^2`` times the dark's;
-        header ``ADDKSCAL`` records ``k``.
+        ``ccd - k * dark`` with ``k`` the scale; variance adds ``k^2`` times the dark's
+        (a dark that holds the bias also takes the pedestal's Poisson share out of the
+        frame's variance, as a bias subtraction does); header ``ADDKSCAL`` records ``k``.
 
     Raises
     ------
@@ -68,6 +72,11 @@ def subtract_master_dark(
         k = 1.0
     header = _header(ccd)
     var = variance_of(ccd)
+    if not scale and not is_bias_subtracted(dark.meta) and var is not None:
+        # a dark that holds the bias takes the frame's pedestal away, and with it the
+        # pedestal's Poisson share of the variance (its median level: hot pixels keep theirs)
+        var = _remove_pedestal_variance(var, header, float(np.nanmedian(dark.data)), ccd.unit)
+        header[KW_PEDESTAL_VAR] = False
     dvar = variance_of(dark)
     if var is not None and dvar is not None:
         var = var + np.float32(k * k) * dvar

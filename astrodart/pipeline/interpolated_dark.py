@@ -1,10 +1,17 @@
-"""Layer 3: a master dark for an exposure time without darks, interpolated from master
-darks at other exposure times (least squares ``D = t A + B`` per pixel).
+"""Layer 3: which master dark each exposure time uses, and a master dark for an exposure
+time without darks, interpolated from master darks at other exposure times (least squares
+``D = t A + B`` per pixel).
+
+:func:`choose_darks` decides, from the exposure times alone (before any master is made),
+how the frames of each exposure get their dark: the master of the same exposure, one
+bias-subtracted master scaled, or the interpolation of :class:`dark_interpolation`;
+:func:`darks_for_exposures` carries the decision out on the masters.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from astropy.io import fits
@@ -24,7 +31,7 @@ from astrodart.pipeline.calibration_step import (
 )
 from astrodart.pipeline.master_records import _MasterStep, _record_inputs
 
-__all__ = ["dark_interpolation"]
+__all__ = ["choose_darks", "dark_interpolation", "darks_for_exposures"]
 
 
 class dark_interpolation(_MasterStep):  # noqa: N801
@@ -205,3 +212,109 @@ class dark_interpolation(_MasterStep):  # noqa: N801
         self._record = {"inputs": inputs, "exptimes": times, "exptime": self.exptime,
                         "residual_rms": model.residual_rms}
         return ccd
+
+
+def _seconds(times) -> str:
+    return ", ".join(f"{t:g}" for t in sorted(times))
+
+
+def choose_darks(dark_exptimes: Sequence[float], exptimes: Sequence[float],
+                 bias_subtracted: bool, interpolate: bool = False) -> dict:
+    """How frames of each exposure time get their master dark (a decision, no file read).
+
+    * a master of the same exposure (within 0.1 %): used as it is;
+    * otherwise, with ``interpolate`` and masters of at least two exposure times: the
+      least-squares line ``D = t A + B`` through them (:class:`dark_interpolation`);
+    * otherwise, masters that are bias-subtracted: the master of the closest exposure
+      (the longer one on a tie), scaled by the exposure ratio;
+    * masters that still hold the bias (a night without bias frames) cannot be scaled:
+      with two or more exposure times they are interpolated (``B`` then holds the bias),
+      even without ``interpolate``;
+    * no masters at all: no dark.
+
+    Parameters
+    ----------
+    dark_exptimes : sequence of float
+        Exposure times (s) of the master darks.
+    exptimes : sequence of float
+        Exposure times (s) of the frames to calibrate.
+    bias_subtracted : bool
+        Whether the master darks are bias-subtracted (the night has bias frames).
+    interpolate : bool
+        Interpolate rather than scale when no master has the frame's exposure.
+
+    Returns
+    -------
+    dict
+        ``{exptime: (how, masters)}`` with ``how`` one of ``'same exposure'``,
+        ``'scaled'``, ``'interpolated'``, ``'none'`` and ``masters`` the exposure times of
+        the master darks used (a tuple, empty for ``'none'``).
+
+    Raises
+    ------
+    CalibrationError
+        A frame exposure that only one master dark holding the bias could serve (it cannot
+        be scaled without a bias); the message names the exposures and the fixes.
+    """
+    darks = sorted({float(t) for t in dark_exptimes})
+    out = {}
+    for t in sorted({float(t) for t in exptimes}):
+        same = [d for d in darks if np.isclose(d, t, rtol=1e-3)]
+        if same:
+            out[t] = ("same exposure", (same[0],))
+        elif not darks:
+            out[t] = ("none", ())
+        elif len(darks) >= 2 and (interpolate or not bias_subtracted):
+            out[t] = ("interpolated", tuple(darks))
+        elif bias_subtracted:
+            out[t] = ("scaled", (min(darks, key=lambda d: (abs(np.log(d / t)) if d > 0 and t > 0
+                                                          else abs(d - t), -d)),))
+        else:
+            raise CalibrationError(
+                f"frames of {t:g} s: the only master dark is of {_seconds(darks)} s and still "
+                "holds the bias (the night has no bias frames), so it cannot be scaled to "
+                f"{t:g} s; add bias frames, darks of {t:g} s, or darks of a second exposure "
+                "time to interpolate (D = t A + B)"
+            )
+    return out
+
+
+def darks_for_exposures(choices: dict, masters: dict, wdir: PathLike,
+                        overwrite: Overwrite = False) -> dict:
+    """Carry out :func:`choose_darks`: the master dark file of each exposure time.
+
+    Interpolated darks are written by :class:`dark_interpolation` into ``wdir`` (reused
+    when they exist, unless ``overwrite``).
+
+    Parameters
+    ----------
+    choices : dict
+        As :func:`choose_darks` returns.
+    masters : dict
+        Exposure time (s) -> master dark path.
+    wdir : str or pathlib.Path
+        Folder of the interpolated darks.
+    overwrite : bool or {'yes', 'no'}
+        Rebuild existing interpolated darks.
+
+    Returns
+    -------
+    dict
+        ``{exptime: {'path': str or None, 'how': str}}``, ``how`` for people:
+        ``'same exposure'``, ``'scaled from 20 s'``,
+        ``'interpolated from 2 masters (10, 30 s)'`` or ``'no dark'``.
+    """
+    out = {}
+    for t, (how, used) in sorted(choices.items()):
+        if how == "none":
+            out[t] = {"path": None, "how": "no dark"}
+        elif how == "same exposure":
+            out[t] = {"path": masters[used[0]], "how": how}
+        elif how == "scaled":
+            out[t] = {"path": masters[used[0]], "how": f"scaled from {used[0]:g} s"}
+        else:
+            path = dark_interpolation(wdir, [masters[d] for d in used], t,
+                                      overwrite=overwrite).run()
+            out[t] = {"path": str(path),
+                      "how": f"interpolated from {len(used)} masters ({_seconds(used)} s)"}
+    return out
