@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "prepare_sample_night", "demo", "run_guides", "remove_intermediate",
-           "disk_usage"]
+from astrodart.cli_stages import add_stage_parsers, run_stage_command
+
+__all__ = ["main", "prepare_sample_night", "demo", "run_guides"]
 
 log = logging.getLogger("astrodart")
 
@@ -120,6 +121,7 @@ def demo(root, notebooks=True, simulated=False, remove_intermediates=False) -> i
         0 on success; 1 if a notebook failed or a truth check of the simulated night failed.
     """
     from astrodart.datasets.samples import SampleDataNotFound, sample_night
+    from astrodart.pipeline.tidy import disk_usage, remove_intermediate
 
     t0 = time.time()
     if simulated:
@@ -150,78 +152,6 @@ def demo(root, notebooks=True, simulated=False, remove_intermediates=False) -> i
     return status
 
 
-def disk_usage(root, night) -> tuple[int, int]:
-    """Disk used by a demo run, against the raw night it started from.
-
-    Parameters
-    ----------
-    root : str or pathlib.Path
-        The project folder holding ``uncal_data/`` and ``reduced_data/``.
-    night : str or pathlib.Path
-        The raw night folder (``uncal_data/YYMMDD/``).
-
-    Returns
-    -------
-    raw_bytes : int
-        Bytes of the files in ``night``.
-    total_bytes : int
-        Bytes of the files in ``root/uncal_data`` and ``root/reduced_data`` together.
-    """
-    def size(folder):
-        return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
-    root = Path(root)
-    return size(night), size(root / "uncal_data") + size(root / "reduced_data")
-
-
-def remove_intermediate(root) -> tuple[list, int]:
-    """Delete the products of a demo run that no later step needs; only files astrodart wrote.
-
-    Removed, each only when what replaces it exists: the aligned frames
-    (``<night>/aligned/``) once a stack is in ``<night>/stacks/``; the organised copies of
-    the raw frames (``<night>/{bias,dark,flat,object}/``, byte-for-byte the files of
-    ``uncal_data/<date>/``, so a new ``data_organiser`` run restores them) once the
-    calibrated frames and the masters are in ``<night>/<filter>/`` and
-    ``<night>/calibration/``; the detector lab's bias-subtracted and calibrated frame
-    folders (its masters and bad-pixel maps stay). Calibrated frames, masters, stacks,
-    tables, figures and notebooks are kept.
-
-    Parameters
-    ----------
-    root : str or pathlib.Path
-        Project folder holding ``uncal_data/`` and ``reduced_data/``.
-
-    Returns
-    -------
-    removed : list of pathlib.Path
-        The files deleted.
-    nbytes : int
-        Their total size.
-    """
-    from astrodart.pipeline.organise import get_directory
-
-    root = Path(root)
-    doomed = []
-    for night in sorted(p for p in (root / "reduced_data").glob("[0-9]" * 6 + "/*") if p.is_dir()):
-        if any((night / "stacks").glob("*.fit*")):
-            doomed += (night / "aligned").rglob("aligned_*.fit*")
-        tree = get_directory(str(night) + "/")
-        _, final, _ = tree.science_final()
-        raw_dir = root / "uncal_data" / night.parent.name
-        if final and all(final) and tree.calibration():
-            for kind in ("bias", "dark", "flat", "object"):
-                doomed += [p for p in (night / kind).rglob("*") if p.is_file()
-                           and (raw_dir / p.name).is_file()
-                           and p.stat().st_size == (raw_dir / p.name).stat().st_size]
-    lab = root / "reduced_data" / "detector_lab"
-    for sub in ("dark", "flat", "science_bias_dark", "science_calibrated"):
-        doomed += (p for p in lab.glob(f"*/{sub}/*.fit*") if p.is_file())
-    nbytes = 0
-    for p in doomed:
-        nbytes += p.stat().st_size
-        p.unlink()
-    return doomed, nbytes
-
-
 def demo_simulated(root) -> int:
     """Simulate a night under ``root`` (unless one is there), reduce it in plain Python and
     print truth vs measured; the exit code is 1 if a check of the table failed."""
@@ -241,6 +171,91 @@ def _all_passed(report: str) -> bool:
             n_ok, _, n = line.split()[:3]
             return n_ok == n
     return False
+
+
+def _reduce_parser(sub) -> None:
+    """``astrodart reduce``: its options are the fields of ReduceOptions (one list)."""
+    import dataclasses
+
+    from astrodart.pipeline.reduce_options import REDUCE_STEPS, ReduceOptions
+
+    p = sub.add_parser("reduce", help="reduce your own night: NIGHT folder -> OUT (data tree "
+                                      "and results/)", argument_default=argparse.SUPPRESS)
+    p.add_argument("night", nargs="?", help="the raw night folder (never written)")
+    p.add_argument("--out", "-o", help="output folder: the data tree and results/")
+    p.add_argument("--config", help="TOML settings file (the command line overrides it)")
+    p.add_argument("--write-config", metavar="FILE",
+                   help="write this run's full settings as TOML to FILE (and run)")
+    for f in dataclasses.fields(ReduceOptions):
+        if f.name in ("night", "out"):
+            continue
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        help_ = f.metadata["help"]
+        if f.type in ("bool", bool):
+            action = "store_false" if flag.startswith("--no-") else "store_true"
+            p.add_argument(flag, dest=f.name, action=action, help=help_)
+        elif f.type in ("list",):
+            p.add_argument(flag, dest=f.name, action="append", help=help_ + " (repeatable)")
+        elif f.name in ("start", "stop", "only"):
+            p.add_argument(flag, dest=f.name, choices=REDUCE_STEPS, help=help_)
+        else:
+            kind = {"float | None": float, "int | None": int}.get(str(f.type), str)
+            p.add_argument(flag, dest=f.name, type=kind, help=help_)
+    p.add_argument("-v", "--verbose", action="store_true", default=False)
+
+
+def _reduce_command(args) -> int:
+    """Run ``astrodart reduce`` from parsed arguments; the exit status."""
+    from astrodart.pipeline.reduce import reduce
+    from astrodart.pipeline.reduce_options import ReduceOptions, UsageError
+
+    given = {k: v for k, v in vars(args).items()
+             if k not in ("command", "config", "write_config", "verbose")}
+    try:
+        options = (ReduceOptions.from_config(args.config, **given) if "config" in args
+                   else ReduceOptions(**given))
+        if "write_config" in args:
+            Path(args.write_config).write_text(options.to_toml())
+            print(f"settings written to {args.write_config}")
+        run = reduce(options)
+    except UsageError as exc:
+        print(f"astrodart reduce: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the run failed: say where, exit 1
+        log.debug("reduce failed", exc_info=True)
+        print(f"astrodart reduce: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if options.dry_run:
+        return 0
+    return 0 if _all_products(run) else 1
+
+
+def _all_products(run) -> bool:
+    """Whether every product the chosen steps make was written."""
+    names = set(run.options.steps())
+    want = {"stack": [f"stack_{f}" for f in run.result.filters] if run.options.stack else [],
+            "quality": ["quality"], "lightcurve": ["lightcurve"], "transit": ["transit"]}
+    has_target = run.result.target_coord is not None or run.options.target_xy is not None
+    missing = [p for step, products in want.items() if step in names
+               and (has_target or step not in ("lightcurve", "transit"))
+               for p in products if p not in run.products]
+    if missing:
+        print(f"astrodart reduce: products not made: {', '.join(missing)}", file=sys.stderr)
+    return not missing
+
+
+def _clear_command(args) -> int:
+    from astrodart.pipeline.reduce import clear_output
+
+    try:
+        removed, kept = clear_output(args.out)
+    except FileNotFoundError as exc:
+        print(f"astrodart clear: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"removed {len(removed)} files astrodart wrote in {args.out}")
+    if kept:
+        print(f"kept {len(kept)} other files: " + ", ".join(str(p) for p in kept[:10]))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -274,15 +289,28 @@ def main(argv=None) -> int:
     q.add_argument("names", nargs="*", help="notebooks to run (default: all, in order)")
     q.add_argument("--root", default=".", help="project folder holding uncal_data/ and reduced_data/")
     q.add_argument("-v", "--verbose", action="store_true")
+    _reduce_parser(sub)
+    c = sub.add_parser("clear", help="remove what astrodart reduce wrote in OUT (only that)")
+    c.add_argument("out", help="an output folder of astrodart reduce")
+    c.add_argument("-v", "--verbose", action="store_true")
+    add_stage_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    import astropy  # noqa: F401  (its logger class must exist before we look it up)
+
+    for name in ("astropy", "astroquery"):  # they print their own warnings: not twice
+        logging.getLogger(name).propagate = False
     if args.command == "demo":
         return demo(args.root, notebooks=not args.no_notebooks, simulated=args.simulated,
                     remove_intermediates=args.remove_intermediate)
     if args.command == "notebooks":
         return run_guides(args.root, args.names or None)
-    return 2
+    if args.command == "reduce":
+        return _reduce_command(args)
+    if args.command == "clear":
+        return _clear_command(args)
+    return run_stage_command(args)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ LAYERS = {
     "pipeline": 3,
     "ui": 4,
     **{f: 5 for f in FACADES},
-    "cli": 5,
+    "cli": 5, "cli_stages": 5,
 }
 ROOMS = sorted(p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists())
 

@@ -106,7 +106,8 @@ def _aligned_header(header: fits.Header, ref: ReferenceFrame, ref_header: fits.H
     t = result.transform
     dx, dy = t.offset
     out["ALNMETH"] = (result.method, "alignment method (wcs, stars, fft, reference)")
-    out["ALNREF"] = (Path(ref_path).name, "alignment reference frame")
+    # no comment: a long file name would have it truncated (one VerifyWarning per frame)
+    out["ALNREF"] = Path(ref_path).name
     out["ALNRKEY"] = (_reference_key(ref_path), "fingerprint of the reference file")
     if np.isfinite(result.residual):
         out["ALNRES"] = (round(float(result.residual), 4), "[px] RMS of matched stars after align")

@@ -5,13 +5,15 @@ list of named :class:`NightStep` entries, each a small function over the run's s
 chains the public stage calls in the order the guided notebooks use them -- nothing here
 measures or models anything itself::
 
-    organise     data_organiser (raw night -> sorted data tree)
-    calibration  calibration_chain + master_frame (bias, darks, flats in electrons)
-                 -> bad_pixel_map -> calibration_chain (science: uncertainty, gain,
-                 L.A.Cosmic, bias, dark, flat) -> finalize_stage1
-    astrometry   get_fwhm (detection kernel) -> astrometry (offline plate solving)
-    quality      quality_table (per filter)
-    align+stack  align (onto the sharpest good frame) -> stack -> get_fwhm (stacks)
+    organise     data_organiser (raw night -> sorted data tree; or the frames of a survey)
+    masters      calibration_chain + master_frame (bias, darks, flats in electrons)
+                 -> bad_pixel_map
+    calibrate    calibration_chain (science: uncertainty, gain, L.A.Cosmic, bias, dark,
+                 flat, in one pass) -> finalize_stage1
+    quality      get_fwhm (detection kernel) -> quality_table (per filter) -> reference
+    astrometry   astrometry (offline plate solving; the reference frame first)
+    align        align (onto the sharpest good frame)
+    stack        stack -> get_fwhm (stacks)
     photometry   comparison stars -> ensemble light curve -> transit fit; field-star
                  fluxes (only with a target)
 
@@ -20,7 +22,9 @@ measures or models anything itself::
 (:data:`astrodart.ui.lightcurve_plot.LIGHTCURVE_FIGURE`) appended. The run returns a
 :class:`NightResult` with the paths of everything it wrote and the seconds spent per
 step. Every step resumes (outputs that exist are reused unless ``overwrite``), so a
-second call on the same tree is quick.
+second call on the same tree is quick; the quality and plate-solution tables carry the
+fingerprint of their inputs (:mod:`astrodart.pipeline.fingerprint`) and are reused only
+when it matches.
 
 Only the conversions a user would do by hand live here: the camera's raw saturation
 level expressed in calibrated electrons and the choice of comparison stars from the
@@ -43,6 +47,7 @@ from astropy.table import Table
 
 from astrodart.pipeline.night_calibration import (
     calibrate_science, kept_masters, masters_from_calibration, night_masters, saturation_electrons)
+from astrodart.pipeline.night_astrometry import astrometry_step
 from astrodart.pipeline.night_photometry import night_light_curve
 
 __all__ = [
@@ -120,6 +125,13 @@ class NightResult:
         Filter of the light curve.
     timings : dict
         Seconds per stage.
+    reused : list of str
+        Steps whose outputs were found current and reused.
+    products : dict
+        Files written by steps appended to the plan (name -> path).
+    target_xy : tuple of float or None
+        Re-centred pixel position of a target given in pixels (fields without a plate
+        solution), on the frame it was given for.
     """
 
     root: Path
@@ -145,6 +157,9 @@ class NightResult:
     field_photometry: dict | None = None
     series_filter: str | None = None
     timings: dict = field(default_factory=dict)
+    reused: list = field(default_factory=list)
+    products: dict = field(default_factory=dict)
+    target_xy: tuple | None = None
 
     def summary(self) -> str:
         """A few lines: frames, solved frames, stacks, transit, time per stage.
@@ -200,6 +215,13 @@ class _NightRun:
     tree: object = None
     dirs: dict = field(default_factory=dict)
     guess: dict = field(default_factory=dict)
+    reused: list = field(default_factory=list)
+    tables: dict = field(default_factory=dict)
+
+    @property
+    def products(self) -> dict:
+        """Files written by appended steps (the result's ``products``)."""
+        return self.result.products
 
 
 @dataclass(frozen=True)
@@ -249,7 +271,8 @@ def _organise(run: _NightRun) -> None:
 
     opt, result = run.options, run.result
     org = data_organiser(run.root / "uncal_data", run.root / "reduced_data", result.date,
-                         result.target, overwrite=opt.overwrite, verbose=False)
+                         result.target, overwrite=opt.overwrite, verbose=False,
+                         survey=opt.survey)
     org.run()
     result.data_dir = Path(org.get_directory())
     run.tree = get_directory(result.data_dir)
@@ -264,95 +287,122 @@ def _organise(run: _NightRun) -> None:
     result.filters = chosen
 
 
-def _calibrate(run: _NightRun) -> None:
-    from astrodart.pipeline.finalize import finalize_stage1
+def _finalized(run: _NightRun) -> tuple:
+    """The calibrated science of the chosen filters when a previous run finalized them."""
+    dirs, files, filters = run.tree.science_final()
+    done = (not run.options.overwrite and set(run.result.filters) <= set(filters)
+            and all(files[filters.index(f)] for f in run.result.filters))
+    return done, dirs, files, filters
+
+
+def _masters(run: _NightRun) -> None:
+    opt, result, tree = run.options, run.result, run.tree
+    done, *_ = _finalized(run)
+    if done:
+        result.masters = masters_from_calibration(tree.calibration())
+        return
+    exptimes = sorted({float(t) for t in _light_exptimes(tree, result.filters)})
+    result.masters = night_masters(tree, run.engine, opt.overwrite,
+                                   interpolate_darks=opt.interpolate_darks,
+                                   light_exptimes=exptimes, gain=opt.gain,
+                                   read_noise=opt.read_noise)
+
+
+def _light_exptimes(tree, filters) -> list:
+    """Exposure times of the science frames of ``filters`` (from their headers)."""
     from astrodart.frames.header import FrameHeader
+
+    times = set()
+    for _, files, f in zip(*tree.science()):
+        if f in filters:
+            times.update(FrameHeader.from_file(p).exptime for p in files)
+    return sorted(times)
+
+
+def _calibrate(run: _NightRun) -> None:
+    from astrodart.frames.header import FrameHeader
+    from astrodart.pipeline.finalize import finalize_stage1
     from astrodart.pipeline.organise import get_directory
 
     opt, result, tree = run.options, run.result, run.tree
     chosen, data_dir = result.filters, result.data_dir
-    done_dirs, done_files, done_filters = tree.science_final()
-    calibration = tree.calibration()
-    resume = (not opt.overwrite and set(chosen) <= set(done_filters)
-              and any(n.endswith("masterbias.fits") for n in calibration))
-    if resume:
-        masters = masters_from_calibration(calibration)
-    else:
-        masters = night_masters(tree, run.engine, opt.overwrite)
-        obj_dirs = calibrate_science(tree, masters, chosen, opt.cosmic_rays, run.engine,
-                                      opt.overwrite)
-        bias_dir, _ = tree.bias()
-        finalize_stage1(data_dir, obj_dirs, bias_dir, tree.dark()[0],
+    done, done_dirs, done_files, done_filters = _finalized(run)
+    if not done:
+        obj_dirs = calibrate_science(tree, result.masters, chosen, opt.cosmic_rays, run.engine,
+                                     opt.overwrite, already_calibrated=opt.calibrated)
+        finalize_stage1(data_dir, obj_dirs, tree.bias()[0], tree.dark()[0],
                         tree.flatfield()[0]).run()
-        masters = kept_masters(get_directory(data_dir).calibration(), masters)
-        done_dirs, done_files, done_filters = tree.science_final()
-    result.masters = masters
+        result.masters = kept_masters(get_directory(data_dir).calibration(), result.masters)
+        _, done_dirs, done_files, done_filters = _finalized(run)
+    else:
+        run.reused += ["masters", "calibrate"]
     run.dirs = {f: d for d, f in zip(done_dirs, done_filters) if f in chosen}
     result.calibrated = {f: fl for fl, f in zip(done_files, done_filters) if f in chosen}
     saturation = opt.saturation
     if saturation is None:
-        raw = FrameHeader.from_file(tree.science()[1][0][0])
-        saturation = raw.saturation or 65535.0
-    result.saturation = saturation_electrons(saturation, masters, chosen)
-
-
-def _astrometry(run: _NightRun) -> None:
-    from astropy.table import vstack
-
-    from astrodart.pipeline.measure import get_fwhm
-
-    result, pool = run.result, run.pool
-    jobs = []
-    n_chunks = max(1, getattr(pool, "_max_workers", None) or os.cpu_count() or 1)
-    for f in result.filters:
-        # one frame's FWHM sets the detection kernel; the quality table measures all
-        run.guess[f] = get_fwhm(result.calibrated[f][:1],
-                                saturation=result.saturation).estimate_fwhm()[0]
-        # the astrometry step solves its frames one after the other: split each
-        # filter's frames over the workers
-        files = result.calibrated[f]
-        size = -(-len(files) // n_chunks)
-        for k in range(0, len(files), size):
-            jobs.append(pool.submit(_solve_frames, str(result.data_dir), files[k:k + size],
-                                    run.guess[f], run.options.overwrite))
-    result.astrometry = vstack([j.result() for j in jobs])
+        raw = tree.science()[1]
+        first = raw[0][0] if raw and raw[0] else result.calibrated[chosen[0]][0]
+        saturation = FrameHeader.from_file(first).saturation or 65535.0
+    result.saturation = saturation_electrons(saturation, result.masters, chosen)
 
 
 def _quality(run: _NightRun) -> None:
     from astropy.table import vstack
 
-    from astrodart.pipeline.quality import quality_table, save_quality_table
+    from astrodart.pipeline.fingerprint import current_table, inputs_fingerprint, save_table
+    from astrodart.pipeline.measure import get_fwhm
+    from astrodart.pipeline.quality import quality_table
 
     result = run.result
-    # per filter: transparency and the outlier rules compare frames of one filter
-    tables = [quality_table(result.calibrated[f], executor=run.pool,
-                            fwhm_guess=run.guess[f] if np.isfinite(run.guess[f]) else None)
-              for f in result.filters]
-    result.quality = vstack(tables, metadata_conflicts="silent")
-    save_quality_table(result.quality, result.data_dir / "quality" / "quality.ecsv")
     for f in result.filters:
-        rows = {str(r["file"]): float(r["fwhm"]) for r in result.quality}
+        # one frame's FWHM sets the detection kernel; the quality table measures all
+        run.guess[f] = get_fwhm(result.calibrated[f][:1],
+                                saturation=result.saturation).estimate_fwhm()[0]
+    files = [p for f in result.filters for p in result.calibrated[f]]
+    fingerprint = inputs_fingerprint("quality", files, {"filters": result.filters})
+    path = result.data_dir / "quality" / "quality.ecsv"
+    table = None if run.options.overwrite else current_table(path, fingerprint)
+    if table is None:
+        # per filter: transparency and the outlier rules compare frames of one filter
+        tables = [quality_table(result.calibrated[f], executor=run.pool,
+                                fwhm_guess=run.guess[f] if np.isfinite(run.guess[f]) else None)
+                  for f in result.filters]
+        table = vstack(tables, metadata_conflicts="silent")
+        save_table(table, path, fingerprint)
+    else:
+        run.reused.append("quality")
+    result.quality = table
+    rows = {str(r["file"]): float(r["fwhm"]) for r in result.quality}
+    for f in result.filters:
         result.fwhm[f] = [rows.get(p, float("nan")) for p in result.calibrated[f]]
+    series = run.options.series_filter or max(result.filters,
+                                              key=lambda f: len(result.calibrated[f]))
+    result.series_filter = series
+    result.reference_frame = _reference_frame(result.quality, result.calibrated[series])
 
 
-def _align_and_stack(run: _NightRun) -> None:
-    from astrodart.pipeline.measure import get_fwhm
+def _align(run: _NightRun) -> None:
     from astrodart.pipeline.align import align
-    from astrodart.pipeline.stack import stack
 
     opt, result = run.options, run.result
     chosen = result.filters
-    series = opt.series_filter or max(chosen, key=lambda f: len(result.calibrated[f]))
-    result.series_filter = series
-    ref = _reference_frame(result.quality, result.calibrated[series])
-    result.reference_frame = ref
     step = align([result.calibrated[f] for f in chosen], [run.dirs[f] for f in chosen],
-                 ref, opt.overwrite, methods=opt.align_methods, **run.engine)
-    aligned = step.run()
-    result.aligned = dict(zip(chosen, aligned))
+                 result.reference_frame, opt.overwrite, methods=opt.align_methods, **run.engine)
+    result.aligned = dict(zip(chosen, step.run()))
     result.align_failed = dict(step.failed)
-    stacks = stack(aligned, chosen, result.data_dir / "stacks", combining_method="median",
-                   quality=result.quality, overwrite=opt.overwrite)
+    reports = getattr(step, "reports", None) or [getattr(step, "report", None)]
+    if all(r is not None and r.reused and not r.written for r in reports):
+        run.reused.append("align")
+
+
+def _stack(run: _NightRun) -> None:
+    from astrodart.pipeline.measure import get_fwhm
+    from astrodart.pipeline.stack import stack
+
+    opt, result = run.options, run.result
+    chosen = [f for f in result.filters if result.aligned.get(f)]
+    stacks = stack([result.aligned[f] for f in chosen], chosen, result.data_dir / "stacks",
+                   combining_method="median", quality=result.quality, overwrite=opt.overwrite)
     result.stacks = {f: s for f, s in zip(chosen, stacks) if s is not None}
     fw = get_fwhm(list(result.stacks.values()), saturation=result.saturation)
     result.stack_fwhm = dict(zip(result.stacks, fw.estimate_fwhm()))
@@ -361,7 +411,8 @@ def _align_and_stack(run: _NightRun) -> None:
 def _photometry_step(run: _NightRun) -> None:
     opt = run.options
     night_light_curve(run.result, opt.target_coord, opt.comparisons, opt.transit_guess,
-                 opt.lightcurve_apertures, opt.flux_apertures)
+                      opt.lightcurve_apertures, opt.flux_apertures, target_xy=opt.target_xy,
+                      site=opt.site)
 
 
 #: The order of a night (data, walked by :func:`reduce_night`);
@@ -369,16 +420,23 @@ def _photometry_step(run: _NightRun) -> None:
 #: :attr:`NightResult.timings`.
 NIGHT_STEPS = (
     NightStep("organise", _organise, "data_organiser: raw night -> data tree"),
-    NightStep("calibration", _calibrate,
-              "calibration_chain + master_frame (bias, darks, flats, e-) -> bad_pixel_map "
-              "-> calibration_chain (science) -> finalize_stage1"),
-    NightStep("astrometry", _astrometry, "get_fwhm -> astrometry (offline plate solving)"),
-    NightStep("quality", _quality, "quality_table per filter"),
-    NightStep("align+stack", _align_and_stack,
-              "align (onto the sharpest good frame) -> stack -> get_fwhm (stacks)"),
+    NightStep("masters", _masters,
+              "calibration_chain + master_frame: bias, darks, flats in electrons -> "
+              "bad_pixel_map (what the night has; missing kinds are said)"),
+    NightStep("calibrate", _calibrate,
+              "calibration_chain on the science frames in one pass (uncertainty, gain, "
+              "cosmic rays by L.A.Cosmic, bias, dark, flat) -> finalize_stage1"),
+    NightStep("quality", _quality, "get_fwhm (detection kernel) -> quality_table per filter "
+                                   "-> the sharpest good frame is the reference"),
+    NightStep("astrometry", astrometry_step,
+              "astrometry (offline plate solving): the reference frame first, the others "
+              "with its scale and centre, none when it fails"),
+    NightStep("align", _align, "align onto the reference frame (stars, WCS, FFT)"),
+    NightStep("stack", _stack, "stack (median of the good frames) -> get_fwhm (stacks)",
+              when=lambda opt: getattr(opt, "stack", True)),
     NightStep("photometry", _photometry_step,
               "comparison stars -> light curve -> transit fit; field-star fluxes",
-              when=lambda opt: opt.target_coord is not None),
+              when=lambda opt: opt.target_coord is not None or opt.target_xy is not None),
 )
 
 
@@ -388,7 +446,10 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
                  lightcurve_apertures=LIGHTCURVE_APERTURES, flux_apertures=FLUX_APERTURES,
                  align_methods=("stars", "wcs", "fft"), executor=None,
                  workers: int | None = None, progress: bool = False,
-                 overwrite: bool = False, steps=NIGHT_STEPS) -> NightResult:
+                 overwrite: bool = False, steps=NIGHT_STEPS, interpolate_darks: bool = False,
+                 gain: float | None = None, read_noise: float | None = None,
+                 calibrated=False, site=None, stack: bool = True,
+                 survey=None, target_xy=None) -> NightResult:
     """Reduce a raw night ``root/uncal_data/<date>/`` end to end: walk :data:`NIGHT_STEPS`.
 
     Parameters
@@ -435,6 +496,27 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
     steps : sequence of NightStep
         The plan to walk, in order (default :data:`NIGHT_STEPS`); each step relies on
         the ones before it.
+    interpolate_darks : bool
+        A light exposure without darks gets a master dark interpolated per pixel from
+        the masters of the other exposures (``D = t A + B``, as astro_reduce does)
+        instead of one scaled from the nearest.
+    gain, read_noise : float, optional
+        Gain (e-/ADU) and read noise (e-) when the headers do not give them (default:
+        measured from bias and flat pairs when the night has them).
+    calibrated : bool or set of str
+        The science frames are calibrated already (True), or the names of those that
+        are: no bias, dark or flat again.
+    site : astropy.coordinates.EarthLocation, optional
+        The observatory, for time stamps and airmass (default: the frames' headers).
+    stack : bool
+        Stack the aligned frames.
+    survey : astrodart.pipeline.survey.NightSurvey, optional
+        Frames found and classified in any folder layout
+        (:func:`astrodart.pipeline.survey.survey_night`): the organise step sorts these
+        instead of reading ``root/uncal_data/<date>/`` by header.
+    target_xy : tuple of float, optional
+        ``(x, y)``: 0-based pixel position of the target on the earliest light frame,
+        for fields without a plate solution (instead of ``target_coord``).
 
     Returns
     -------
@@ -454,7 +536,9 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
         filters=filters, target_coord=target_coord, series_filter=series_filter,
         comparisons=comparisons, transit_guess=transit_guess, saturation=saturation,
         cosmic_rays=cosmic_rays, lightcurve_apertures=lightcurve_apertures,
-        flux_apertures=flux_apertures, align_methods=align_methods, overwrite=overwrite)
+        flux_apertures=flux_apertures, align_methods=align_methods, overwrite=overwrite,
+        interpolate_darks=interpolate_darks, gain=gain, read_noise=read_noise,
+        calibrated=calibrated, site=site, stack=stack, survey=survey, target_xy=target_xy)
     root = Path(root)
     result = NightResult(root, str(date), str(target), Path())
     clock = _Clock(result.timings)
@@ -465,21 +549,12 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
             if step.applies(options):
                 with clock(step.name):
                     step.run(run)
+        result.reused = list(dict.fromkeys(run.reused))
     finally:
         if executor is None:
             pool.shutdown()
     log.info("%s", result.summary())
     return result
-
-
-def _solve_frames(data_dir: str, files: list, fwhm: float, overwrite: bool) -> Table:
-    """Plate-solve frames with :class:`astrodart.pipeline.solve.astrometry` (offline), in a
-    worker; returns its table."""
-    from astrodart.pipeline.solve import astrometry
-
-    step = astrometry(data_dir, files, None, fwhm, overwrite=overwrite)
-    step.run()
-    return step.to_table()
 
 
 def _reference_frame(quality: Table, files: list) -> str:

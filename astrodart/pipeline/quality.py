@@ -39,7 +39,7 @@ from astrodart import __version__
 from astrodart.sources.background import estimate_background, saturation_level, sky_stats
 from astrodart.sources.psf import NoStarsWarning, measure_fwhm
 from astrodart.alignment.matching import pair_stars
-from astrodart.frames.io import atomic_output, read_frame
+from astrodart.frames.io import read_frame
 from astrodart.frames.header import FrameHeader, HeaderValueError, MissingKeywordError
 from astrodart.pipeline.executors import make_executor
 
@@ -356,10 +356,9 @@ def save_quality_table(table: Table, path: str | os.PathLike) -> Path:
     -------
     pathlib.Path
     """
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
-    return path
+    from astrodart.pipeline.fingerprint import save_table
+
+    return save_table(table, path)
 
 
 def read_quality_table(path: str | os.PathLike) -> Table:

@@ -1,0 +1,81 @@
+"""Layer 3: the astrometry step of a night: the reference frame first, the others with its
+solution as hints, none frame after frame when the field cannot be solved.
+
+Used by :data:`astrodart.pipeline.night.NIGHT_STEPS`; each frame is solved by
+:class:`astrodart.pipeline.solve.astrometry` (offline index files).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from astropy.table import Table
+
+__all__ = ["astrometry_step"]
+
+log = logging.getLogger("astrodart")
+
+
+def astrometry_step(run) -> None:
+    """The astrometry step of a night: plate solutions of the calibrated frames, reused
+    when their fingerprint matches (``data_dir/quality/astrometry.ecsv``).
+
+    Parameters
+    ----------
+    run : astrodart.pipeline.night._NightRun
+        The run's state (result with calibrated frames, reference frame and FWHM guess).
+    """
+    from astrodart.pipeline.fingerprint import current_table, inputs_fingerprint, save_table
+
+    result = run.result
+    files = [p for f in result.filters for p in result.calibrated[f]]
+    fingerprint = inputs_fingerprint("astrometry", files, {"reference": result.reference_frame})
+    path = result.data_dir / "quality" / "astrometry.ecsv"
+    table = None if run.options.overwrite else current_table(path, fingerprint)
+    if table is None:
+        table = _solve_night(run, files)
+        save_table(table, path, fingerprint)
+    else:
+        run.reused.append("astrometry")
+    result.astrometry = table
+
+
+def _solve_night(run, files: list) -> Table:
+    """Solve the sharpest frame first; only when it solves, the others with its scale and
+    centre as hints (in the pool). A field the sharpest frame cannot give is not tried
+    frame after frame: the others are reported with that frame's reason."""
+    from astropy.table import vstack
+
+    result, pool = run.result, run.pool
+    best = result.reference_frame
+    guess = run.guess[result.series_filter]
+    first = _solve_frames(str(result.data_dir), [best], guess, run.options.overwrite)
+    rest = [p for p in files if p != best]
+    if not first["solved"][0]:
+        reason = (f"not tried: the sharpest frame {Path(best).name} could not be solved "
+                  f"({first['reason'][0]})")
+        skipped = Table(first[[0] * len(rest)]) if rest else first[:0]
+        skipped["file"] = rest
+        skipped["reason"] = [reason] * len(rest)
+        skipped["elapsed"] = 0.0
+        log.info("astrometry: %s", reason)
+        return vstack([first, skipped])
+    hints = {"pixel_scale": float(first["pixel_scale"][0]),
+             "position": (float(first["center_ra"][0]), float(first["center_dec"][0]))}
+    n_chunks = max(1, getattr(pool, "_max_workers", None) or os.cpu_count() or 1)
+    size = max(1, -(-len(rest) // n_chunks))
+    jobs = [pool.submit(_solve_frames, str(result.data_dir), rest[k:k + size], guess,
+                        run.options.overwrite, hints) for k in range(0, len(rest), size)]
+    return vstack([first] + [j.result() for j in jobs])
+
+
+def _solve_frames(data_dir: str, files: list, fwhm: float, overwrite: bool,
+                  hints: dict | None = None) -> Table:
+    """Plate-solve frames with :class:`astrodart.pipeline.solve.astrometry` (offline), in a
+    worker, with optional ``pixel_scale``/``position`` hints; returns its table."""
+    from astrodart.pipeline.solve import astrometry
+
+    step = astrometry(data_dir, files, None, fwhm, overwrite=overwrite, **(hints or {}))
+    step.run()
+    return step.to_table()

@@ -1,0 +1,288 @@
+"""Layer 3: the results folder of ``astrodart reduce`` and the last screen of a run.
+
+The light-curve and transit steps that follow photometry on the command line
+(:func:`lightcurve_step`, :func:`transit_step`), and :func:`finish`, which puts the
+products of a run into ``OUT/results/`` (the quality table, one stack per filter with a
+PNG preview, ``summary.json``) and prints what a user wants to see last: the frames used
+and rejected, the products and where they are, the light curve's scatter and the transit.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from astrodart import __version__
+from astrodart.pipeline.night import NightStep
+
+__all__ = ["lightcurve_step", "transit_step", "finish", "link_or_copy"]
+
+log = logging.getLogger("astrodart")
+
+
+def link_or_copy(src, dest) -> Path:
+    """Put ``src`` at ``dest`` as a hard link (no extra disk) or, across disks, a copy.
+
+    Parameters
+    ----------
+    src, dest : str or pathlib.Path
+        Existing file and destination (replaced atomically if it exists).
+
+    Returns
+    -------
+    pathlib.Path
+        ``dest``.
+    """
+    src, dest = Path(src), Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def lightcurve_step(results: Path) -> NightStep:
+    """The step writing ``results/lightcurve.ecsv`` from the photometry step's light curve.
+
+    Parameters
+    ----------
+    results : pathlib.Path
+        The results folder.
+
+    Returns
+    -------
+    NightStep
+        Runs when the night has a target (its photometry ran).
+    """
+    def run(state):
+        from astrodart.frames.io import atomic_output
+        from astrodart.pipeline.night_products import lightcurve_table
+
+        result = state.result
+        table = lightcurve_table(result.lightcurve, result.series_filter)
+        path = Path(results) / "lightcurve.ecsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path, overwrite=True, fsync=False) as tmp:
+            table.write(tmp, format="ascii.ecsv", overwrite=True)
+        state.products["lightcurve"] = path
+        state.tables["lightcurve"] = table
+
+    return NightStep("lightcurve", run, "differential light curve -> results/lightcurve.ecsv",
+                     when=_has_target)
+
+
+def transit_step(results: Path, prior: dict | None) -> NightStep:
+    """The step searching the light curve for a transit and fitting it (``transit.json``).
+
+    Parameters
+    ----------
+    results : pathlib.Path
+        The results folder.
+    prior : dict or None
+        ``{'t0': BJD_TDB, 'duration': days}`` from ``--transit``.
+
+    Returns
+    -------
+    NightStep
+        Runs when the night has a target.
+    """
+    def run(state):
+        from astrodart.pipeline.night_products import transit_report
+
+        table = state.tables.get("lightcurve")
+        if table is None:
+            from astropy.table import QTable
+
+            table = QTable.read(Path(results) / "lightcurve.ecsv", format="ascii.ecsv")
+        guess = None if not prior else (prior["t0"], prior["duration"] * 24.0)
+        report = transit_report(table, prior=guess)
+        path = Path(results) / "transit.json"
+        _write_json(path, report)
+        state.products["transit"] = path
+        state.result.transit_report = report
+
+    return NightStep("transit", run,
+                     "box least squares search -> transit fit -> results/transit.json",
+                     when=_has_target)
+
+
+def _has_target(options) -> bool:
+    return options.target_coord is not None or getattr(options, "target_xy", None) is not None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _stacks(result, results: Path) -> dict:
+    """``results/stack_<filter>.fits`` (linked) and a PNG preview of each."""
+    from astrodart.pipeline.night_products import preview_png
+
+    out = {}
+    for f, path in result.stacks.items():
+        dest = link_or_copy(path, results / f"stack_{f}.fits")
+        out[f"stack_{f}"] = dest
+        try:
+            out[f"stack_{f}_png"] = preview_png(dest, results / f"stack_{f}.png")
+        except Exception as exc:  # a preview must never fail the products
+            log.warning("no PNG preview of %s: %s", dest, exc)
+    return out
+
+
+def _rejected(run) -> dict:
+    """Frames left out, with the reason, from every step that can leave one out."""
+    from astrodart.pipeline.quality import good_files
+
+    rejected = dict(getattr(run.survey, "unreadable", {}) or {})
+    result = run.result
+    if result.quality is not None:
+        good = set(good_files(result.quality))
+        for row in result.quality:
+            if row["file"] not in good:
+                flags = row["flags"] if "flags" in row.colnames else "quality"
+                rejected[str(row["file"])] = f"quality: {flags}"
+    for path, reason in result.align_failed.items():
+        rejected[str(path)] = f"align: {reason}"
+    return rejected
+
+
+def _summary(run, notes: list, seconds: float, products: dict) -> dict:
+    result = run.result
+    survey = run.survey.to_dict()
+    frames = survey.pop("counts", {})
+    summary = {**survey, "astrodart": __version__, "night": str(run.survey.night),
+               "date": run.date, "target": run.target, "frames": frames,
+               "rejected": _rejected(run),
+               "reused": list(result.reused), "notes": notes,
+               "timings": {k: round(v, 2) for k, v in result.timings.items() if v is not None},
+               "seconds": round(seconds, 1),
+               "masters": _masters_record(result.masters),
+               "products": {k: str(v) for k, v in products.items()}}
+    if result.astrometry is not None and len(result.astrometry):
+        ast = result.astrometry
+        summary["astrometry"] = {"solved": int(np.sum(ast["solved"])), "frames": len(ast),
+                                 "reasons": sorted({str(r) for r, ok in
+                                                    zip(ast["reason"], ast["solved"]) if not ok})[:3]}
+    if result.stack_fwhm:
+        summary["stack_fwhm_px"] = {f: float(v) for f, v in result.stack_fwhm.items()}
+    report = getattr(result, "transit_report", None)
+    if report is not None:
+        summary["transit"] = report
+    return summary
+
+
+def _masters_record(masters: dict) -> dict:
+    out = {}
+    for key, value in (masters or {}).items():
+        if isinstance(value, dict):
+            out[key] = {str(k): (str(v) if not isinstance(v, (dict, tuple, list)) else v)
+                        for k, v in value.items()}
+        elif isinstance(value, (tuple, list)):
+            out[key] = list(value)
+        else:
+            out[key] = None if value is None else str(value)
+    return out
+
+
+def finish(run, out: Path, notes: list, seconds: float, echo=print) -> dict:
+    """Write ``OUT/results/`` (quality, stacks, summary) and print the last screen.
+
+    Parameters
+    ----------
+    run : astrodart.pipeline.reduce.ReduceRun
+        The run (its ``result`` filled by the night's steps).
+    out : pathlib.Path
+        The output folder.
+    notes : list of str
+        Lines said during the run (header overrides, target source, ...).
+    seconds : float
+        Wall time of the run.
+    echo : callable
+        Where the last screen is printed.
+
+    Returns
+    -------
+    dict
+        The summary written to ``results/summary.json``.
+    """
+    results = out / "results"
+    result = run.result
+    products = dict(getattr(result, "products", {}) or {})
+    quality = result.data_dir / "quality" / "quality.ecsv"
+    if quality.is_file():
+        products["quality"] = link_or_copy(quality, results / "quality.ecsv")
+    products.update(_stacks(result, results))
+    if run.options.remove_intermediate:
+        from astrodart.pipeline.tidy import remove_intermediate
+
+        removed, nbytes = remove_intermediate(out, raw_elsewhere=True)
+        notes.append(f"removed {len(removed)} intermediate files ({nbytes / 1e6:.0f} MB)")
+    summary = _summary(run, notes, seconds, products)
+    products["summary"] = results / "summary.json"
+    summary["products"]["summary"] = str(products["summary"])
+    _write_json(products["summary"], summary)
+    run.products, run.summary = products, summary
+    echo(last_screen(summary))
+    return summary
+
+
+def last_screen(summary: dict) -> str:
+    """The lines printed at the end of a run.
+
+    Parameters
+    ----------
+    summary : dict
+        As written to ``summary.json``.
+
+    Returns
+    -------
+    str
+        Frames used and rejected, products with paths, light-curve scatter and transit.
+    """
+    frames = summary.get("frames", {})
+    lines = ["", f"astrodart reduce: {summary['target']} on {summary['date']} in "
+             f"{summary['seconds']:.0f} s",
+             "frames: " + ", ".join(f"{n} {k}" for k, n in frames.items()),
+             f"rejected: {len(summary['rejected'])}"
+             + "".join(f"\n  {Path(p).name}: {r}" for p, r in list(summary["rejected"].items())[:5])
+             + ("\n  ..." if len(summary["rejected"]) > 5 else "")]
+    if summary.get("reused"):
+        lines.append("reused: " + ", ".join(summary["reused"]))
+    if "astrometry" in summary:
+        a = summary["astrometry"]
+        lines.append(f"plate solved: {a['solved']}/{a['frames']}"
+                     + (f" ({a['reasons'][0]})" if a["solved"] == 0 and a["reasons"] else ""))
+    for f, v in summary.get("stack_fwhm_px", {}).items():
+        lines.append(f"stack {f}: FWHM {v:.2f} px")
+    t = summary.get("transit")
+    if t is not None:
+        if t.get("detected"):
+            lines.append(f"transit: mid-time BJD_TDB {t['t0_bjd_tdb']:.5f} +- "
+                         f"{t.get('t0_err_min', float('nan')):.1f} min, depth "
+                         f"{100 * t['depth']:.2f} +- {100 * t.get('depth_err', float('nan')):.2f} %, "
+                         f"duration {t.get('duration_h', float('nan')):.2f} h, "
+                         f"out-of-transit rms {1000 * t.get('rms_oot', float('nan')):.2f} ppt")
+        else:
+            lines.append(f"transit: none detected ({t.get('reason', 'no significant dip')})")
+    lines.append("products:")
+    lines += [f"  {k:<16} {v}" for k, v in summary["products"].items()]
+    return "\n".join(lines)
