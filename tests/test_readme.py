@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from datapaths import HATP27, REPO, require
+from datapaths import HATP27, HATP32, REPO, require
 
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -50,3 +50,51 @@ def test_every_readme_code_block_runs(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "uncal_data" / "180423").iterdir()) \
         == sorted(p.name for p in HATP27.iterdir() if p.name != "README.md")
     assert sorted(p.name for p in REPO.iterdir()) == repo_before  # nothing written in the checkout
+
+
+BASH = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
+
+
+def readme_reduce_commands() -> list[str]:
+    """The ``astrodart reduce`` commands of the README's "Reduce your own night", in order."""
+    return [line.strip() for block in BASH.findall((REPO / "README.md").read_text())
+            for line in block.splitlines() if line.strip().startswith("astrodart reduce ")]
+
+
+def test_readme_shows_three_reduce_examples():
+    commands = readme_reduce_commands()
+    assert len(commands) == 3
+    assert any("--target-xy" in c for c in commands) and any("--coord" in c for c in commands)
+
+
+@pytest.mark.slow
+def test_readme_reduce_examples_run_as_written(tmp_path, monkeypatch):
+    """Run from a folder beside the sample data (``../shared/data``, as in the README),
+    in order: the third reuses the first one's calibration."""
+    import json
+    import shlex
+
+    from astrodart.cli import main
+
+    work = tmp_path / "checkout"
+    work.mkdir()
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    for night in (require(HATP27), require(HATP32)):  # wherever the locator found them
+        (tmp_path / "shared" / "data" / night.name).symlink_to(night, target_is_directory=True)
+    monkeypatch.chdir(work)
+    outcomes = []
+    for command in readme_reduce_commands():
+        args = shlex.split(command)[1:] + ["--no-progress"]
+        status = main(args)
+        out = work / args[args.index("--out") + 1]
+        summary = json.loads((out / "results" / "summary.json").read_text())
+        outcomes.append((status, summary))
+        assert status == 0, command
+    (_, full), (_, lights), (_, pixel) = outcomes
+    assert full["frames"]["light"] == 100 and full["frames"]["flat"] == 10
+    assert "stack_Visible" in full["products"]
+    assert lights["lightcurve"]["points"] == 10 and lights["astrometry"]["solved"] == 10
+    assert pixel["lightcurve"]["points"] == 100
+    assert {"masters", "calibrate"} <= set(pixel["reused"])
+    print(f"\nREADME examples: light curve scatter HAT-P-32 {lights['lightcurve']}, "
+          f"HAT-P-27 {pixel['lightcurve']}, transit {pixel.get('transit')}")

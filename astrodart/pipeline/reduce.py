@@ -87,6 +87,23 @@ def _target(options: ReduceOptions, survey, parsed: dict, notes: list):
     return name, coord
 
 
+def _check_site(parsed: dict, survey, coord) -> None:
+    """A light curve needs the observatory (BJD_TDB, airmass): refuse before any work when
+    neither ``--site`` nor the lights' headers give it."""
+    from astrodart.frames.header import FrameHeader
+    from astrodart.pipeline.reduce_options import UsageError
+
+    wants = {"photometry", "lightcurve", "transit"} & set(parsed["steps"])
+    lights = survey.of_type("light")
+    if (not wants or parsed["site"] is not None or not lights
+            or (coord is None and parsed["target_xy"] is None)):
+        return
+    if FrameHeader.from_file(lights[0].path).location is None:
+        raise UsageError(f"--site is needed for the light curve (BJD_TDB, airmass): the "
+                         f"frames carry no site keywords ({lights[0].path.name}); give "
+                         "--site LAT,LON,HEIGHT_M or an observatory name, or --stop stack")
+
+
 def _selected(names: list[str], redo: bool, product_steps: tuple) -> list[NightStep]:
     """The night's steps to walk: every step up to the last selected one (earlier steps
     reuse their outputs), with ``redo`` applied to the selected ones only."""
@@ -218,6 +235,7 @@ def reduce(options: ReduceOptions, echo=print) -> ReduceRun:
     target, coord = _target(options, survey, parsed, notes)
     run = ReduceRun(options, survey, date, target)
     out = parsed["out"]
+    _check_site(parsed, survey, coord)
     if options.dry_run:
         echo(plan_text(options, survey, date, target, out,
                        coord is not None or parsed["target_xy"] is not None))

@@ -184,10 +184,29 @@ def _summary(run, notes: list, seconds: float, products: dict) -> dict:
                                                     zip(ast["reason"], ast["solved"]) if not ok})[:3]}
     if result.stack_fwhm:
         summary["stack_fwhm_px"] = {f: float(v) for f, v in result.stack_fwhm.items()}
+    if "lightcurve" in products:
+        summary["lightcurve"] = _lightcurve_stats(products["lightcurve"])
     report = getattr(result, "transit_report", None)
     if report is not None:
         summary["transit"] = report
     return summary
+
+
+def _lightcurve_stats(path) -> dict:
+    """Points, valid points and the scatter of a light curve (robust, in ppt): the rms
+    about the median and the point-to-point scatter (free of slow trends and transits)."""
+    from astropy.stats import mad_std
+    from astropy.table import Table
+
+    table = Table.read(path, format="ascii.ecsv")
+    flux = np.asarray(table["rel_flux"], float)
+    ok = np.isfinite(flux) & np.asarray(table["valid"] if "valid" in table.colnames
+                                        else np.ones(len(flux), bool), bool)
+    f = flux[ok] / np.median(flux[ok]) if ok.any() else flux[ok]
+    return {"points": len(table), "valid": int(ok.sum()),
+            "rms_ppt": round(1000 * float(mad_std(f)), 2) if f.size > 2 else None,
+            "p2p_ppt": round(1000 * float(mad_std(np.diff(f)) / np.sqrt(2)), 2)
+            if f.size > 3 else None}
 
 
 def _masters_record(masters: dict) -> dict:
@@ -273,6 +292,10 @@ def last_screen(summary: dict) -> str:
                      + (f" ({a['reasons'][0]})" if a["solved"] == 0 and a["reasons"] else ""))
     for f, v in summary.get("stack_fwhm_px", {}).items():
         lines.append(f"stack {f}: FWHM {v:.2f} px")
+    lc = summary.get("lightcurve")
+    if lc is not None:
+        lines.append(f"light curve: {lc['valid']}/{lc['points']} points, scatter "
+                     f"{lc['rms_ppt']} ppt (point to point {lc['p2p_ppt']} ppt)")
     t = summary.get("transit")
     if t is not None:
         if t.get("detected"):
