@@ -3,8 +3,7 @@
 :class:`data_organiser` copies ``uncal_data/YYMMDD/*`` (or the frames of a
 :class:`astrodart.pipeline.survey.NightSurvey`, any layout) into
 ``reduced_data/YYMMDD/<target>/`` sorted by frame type, filter and exposure;
-:class:`get_directory` lists that tree's folders and frames (also after a reduction, to
-resume another day). The data tree (see docs/ARCHITECTURE.md)::
+:class:`get_directory` lists its folders and frames (also to resume). The data tree (see docs/ARCHITECTURE.md)::
 
     uncal_data/YYMMDD/*.fit[s][.gz]              raw night (only header_tools edits it)
     reduced_data/YYMMDD/<target>/bias/           copies of raw frames, sorted
@@ -321,6 +320,7 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
             raise FileNotFoundError(f"{source}: no such night folder (expected uncal_dir/date/ with raw FITS files)")
         dest_root = Path(self.get_directory())
         report = OrganiseReport()
+        sorted_before = _surveyed_copies(dest_root)
         candidates = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
         for p in candidates:
             if not is_fits_path(p):
@@ -341,6 +341,10 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
             key, sub = where
             report.counts[key] += 1
             dest = dest_root / sub / p.name
+            earlier = sorted_before.get((sub.as_posix(), p.name))
+            if earlier is not None and not self.overwrite:  # sorted by astrodart reduce
+                report.reused.append(str(dest_root / earlier))
+                continue
             if dest.exists() and not self.overwrite and dest.stat().st_size == p.stat().st_size:
                 report.reused.append(str(dest))
                 continue
@@ -434,6 +438,17 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
             print(f"data_organiser: {self.survey.night} ({self.survey.layout} layout) -> {dest_root}")
             print(report.table())
         return report
+
+
+def _surveyed_copies(dest_root: Path) -> dict:
+    """``(folder, source name) -> copy`` of a survey run's copies (renamed when decompressed
+    for a header fix), so a header-based run does not sort the same frame twice."""
+    try:
+        manifest = json.loads((dest_root / SOURCES_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {(str(Path(rel).parent.as_posix()), Path(e["source"]).name): rel
+            for rel, e in manifest.items() if (dest_root / rel).exists()}
 
 
 # ---------------------------------------------------------------------------------------
