@@ -1,4 +1,8 @@
-"""Command line: the one-command reduction of the sample night, for scripts and observatories.
+"""Command line: reduce one's own night, single jobs on files, the sample night and the guides.
+
+``astrodart reduce NIGHT --out OUT`` (:mod:`astrodart.pipeline.reduce`) reduces a night
+folder in any layout; ``astrodart clear OUT`` removes what it wrote; ``astrodart
+header|solve|quality|stack FILES`` do one job (:mod:`astrodart.cli_stages`).
 
 ``python -m astrodart.cli demo`` (or ``astrodart demo``) lays the raw HAT-P-27b sample
 night out under ``uncal_data/180423/`` and runs the guided notebooks on it, which fix the
