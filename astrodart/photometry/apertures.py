@@ -35,6 +35,7 @@ __all__ = [
     "SEVERE_FLAGS",
     "ApertureResult",
     "aperture_photometry_ccd",
+    "aperture_photometry_radii",
     "instrumental_magnitude",
 ]
 
@@ -195,13 +196,66 @@ def aperture_photometry_ccd(
     biases faint, sky-dominated fluxes high by ~0.1 sigma; the bias is the same for the
     target and the comparisons and cancels in differential photometry.
     """
+    return aperture_photometry_radii(
+        data, positions, [r_ap], r_in, r_out, gain=gain, read_noise=read_noise,
+        uncertainty=uncertainty, mask=mask, saturation=saturation, sigma=sigma,
+        min_sky_pixels=min_sky_pixels,
+    )[0]
+
+
+def aperture_photometry_radii(
+    data,
+    positions,
+    radii,
+    r_in: float,
+    r_out: float,
+    *,
+    gain: float = 1.0,
+    read_noise: float | None = None,
+    uncertainty=None,
+    mask=None,
+    saturation: float | None = None,
+    sigma: float = 3.0,
+    min_sky_pixels: int = 20,
+) -> list[ApertureResult]:
+    """:func:`aperture_photometry_ccd` at several aperture radii in one pass.
+
+    The sky annulus is measured once and every circular aperture is summed in one call
+    of :func:`photutils.aperture.aperture_photometry` (a list of apertures), so a grid of
+    radii costs little more than one.
+
+    Parameters
+    ----------
+    data : array_like, shape (ny, nx)
+        Calibrated image in data units (ADU, or electrons with ``gain=1``).
+    positions : array_like, shape (n, 2)
+        0-based ``(x, y)`` of the aperture centres.
+    radii : sequence of float
+        Aperture radii, pixels, each ``<= r_in``.
+    r_in, r_out : float
+        Inner and outer radius of the shared sky annulus, pixels.
+    gain, read_noise, uncertainty, mask, saturation, sigma, min_sky_pixels
+        As for :func:`aperture_photometry_ccd`.
+
+    Returns
+    -------
+    list of ApertureResult
+        One per radius, in the order of ``radii``; each is what
+        :func:`aperture_photometry_ccd` gives for that radius.
+
+    Raises
+    ------
+    ValueError
+        Radii out of order, non-positive gain, or badly shaped inputs.
+    """
     from photutils.aperture import CircularAperture, aperture_photometry
 
     arr = _as_image(data)
     xy = _as_positions(positions)
-    if not (0 < r_ap <= r_in < r_out):
+    radii = [float(r) for r in np.atleast_1d(radii)]
+    if not radii or not all(0 < r <= r_in < r_out for r in radii):
         raise ValueError(
-            f"radii must satisfy 0 < r_ap <= r_in < r_out, got {r_ap}, {r_in}, {r_out}"
+            f"radii must satisfy 0 < r_ap <= r_in < r_out, got {radii}, {r_in}, {r_out}"
         )
     if not (gain and gain > 0):
         raise ValueError(f"gain must be positive (e-/data unit), got {gain!r}")
@@ -211,37 +265,30 @@ def aperture_photometry_ccd(
     if unc is not None:
         bad = bad | ~np.isfinite(unc)
         unc = np.where(bad, 0.0, unc)
-    flags = np.zeros(len(xy), dtype=np.int64)
-    flags[_off_image(xy, r_ap, arr.shape)] |= PhotFlag.OFF_IMAGE
-    # (an annulus partly off the frame only shrinks n_sky, flagged through SKY)
-
-    ap = CircularAperture(xy, r=r_ap)
-    table = aperture_photometry(clean, ap, error=unc, mask=bad, method="exact")
-    ap_sum = np.asarray(table["aperture_sum"], dtype=float)
-    ap_var = np.asarray(table["aperture_sum_err"], dtype=float) ** 2 if unc is not None else None
-    area = np.atleast_1d(ap.area_overlap(arr, mask=bad)).astype(float)
     sky, sky_std, n_sky, sky_unc2 = _annulus_sky(arr, bad, unc, xy, r_in, r_out, sigma)
-    flags[n_sky < min_sky_pixels] |= PhotFlag.SKY
-    flags |= _aperture_pixel_flags(arr, bad, ap, saturation)
-
-    flux = ap_sum - sky * area
-    var = _flux_variance(flux, area, sky, sky_std, n_sky, gain, read_noise, ap_var, sky_unc2)
-    flux_err = np.sqrt(var)
-    flags[~(flux > 0)] |= PhotFlag.NONPOSITIVE
-    return ApertureResult(
-        x=xy[:, 0].copy(),
-        y=xy[:, 1].copy(),
-        flux=flux,
-        flux_err=flux_err,
-        sky=sky,
-        sky_std=sky_std,
-        area=area,
-        n_sky=n_sky,
-        flags=flags,
-        r_ap=float(r_ap),
-        r_in=float(r_in),
-        r_out=float(r_out),
-    )
+    aps = [CircularAperture(xy, r=r) for r in radii]
+    table = aperture_photometry(clean, aps, error=unc, mask=bad, method="exact")
+    out = []
+    for k, (r_ap, ap) in enumerate(zip(radii, aps)):
+        flags = np.zeros(len(xy), dtype=np.int64)
+        flags[_off_image(xy, r_ap, arr.shape)] |= PhotFlag.OFF_IMAGE
+        # (an annulus partly off the frame only shrinks n_sky, flagged through SKY)
+        flags[n_sky < min_sky_pixels] |= PhotFlag.SKY
+        flags |= _aperture_pixel_flags(arr, bad, ap, saturation)
+        ap_sum = np.asarray(table[f"aperture_sum_{k}"], dtype=float)
+        ap_var = (np.asarray(table[f"aperture_sum_err_{k}"], dtype=float) ** 2
+                  if unc is not None else None)
+        area = np.atleast_1d(ap.area_overlap(arr, mask=bad)).astype(float)
+        flux = ap_sum - sky * area
+        var = _flux_variance(flux, area, sky, sky_std, n_sky, gain, read_noise, ap_var,
+                             sky_unc2)
+        flags[~(flux > 0)] |= PhotFlag.NONPOSITIVE
+        out.append(ApertureResult(
+            x=xy[:, 0].copy(), y=xy[:, 1].copy(), flux=flux, flux_err=np.sqrt(var),
+            sky=sky, sky_std=sky_std, area=area, n_sky=n_sky, flags=flags,
+            r_ap=r_ap, r_in=float(r_in), r_out=float(r_out),
+        ))
+    return out
 
 
 def _uncertainty_plane(uncertainty, shape) -> np.ndarray | None:

@@ -74,7 +74,8 @@ def results_table(results: dict, filter_name: str) -> Table:
         ``fwhm``, then ``<star>_flux``, ``_flux_err``, ``_mag_ins``, ``_mag_err``,
         ``_flags``, ``_x``, ``_y``, ``_sky`` for ``target`` (or ``object``) and ``comp1``
         ...; and ``rel_flux``, ``rel_flux_err`` when a differential light curve exists.
-        ``meta`` holds ``results['meta']`` and the filter.
+        ``meta`` holds ``results['meta']`` and the filter; for ``aperture_type='auto'``
+        also ``aperture_radius_fwhm`` and ``aperture_radius_px``, the radius chosen.
 
     Raises
     ------
@@ -113,4 +114,8 @@ def results_table(results: dict, filter_name: str) -> Table:
         }
     )
     t.meta["filter"] = filter_name
+    choice = results.get("meta", {}).get("aperture_choice", {}).get(filter_name)
+    if choice is not None:  # aperture_type='auto': the radius kept for this filter
+        t.meta["aperture_radius_fwhm"] = choice["chosen_factor"]
+        t.meta["aperture_radius_px"] = choice["chosen_radius_px"]
     return t

@@ -28,7 +28,10 @@ number of frames of that filter, ``m`` the number of comparison stars)::
                                             comparison_variable, comparison_used (m,);
                                             comparison_curves (m, n)
     res['files'][f]                         file names (n,)
-    res['meta']                             method, apertures, site, versions, units
+    res['meta']                             method, apertures, site, versions, units;
+                                            'auto': aperture_grid, aperture_choice[f]
+                                            (chosen_factor, factors, scatter_p2p, ...)
+                                            and fwhm_factors = the chosen radius + annulus
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from astropy.coordinates import SkyCoord
 
 from astrodart.exceptions import warn, warning_tally
 from astrodart.frames.header import FrameHeader
+from astrodart.photometry.aperture_choice import choose_aperture
 from astrodart.photometry.apertures import SEVERE_FLAGS, PhotFlag
 from astrodart.photometry.ensemble import EnsembleResult, ensemble_light_curve
 from astrodart.photometry.lightcurve import results_table
@@ -69,6 +73,8 @@ log = logging.getLogger("astrodart")
 _STAR_KEYS = ("flux", "flux_err", "x", "y", "sky", "sky_std", "area", "n_sky")
 #: Per-frame values kept in the results.
 _FRAME_KEYS = ("fwhm", "r_ap", "r_in", "r_out", "exptime", "mid_utc")
+#: Per-radius arrays of an 'auto' run, shape (radii, stars, frames).
+_GRID_KEYS = ("flux", "flux_err", "area")
 
 
 @dataclass
@@ -80,6 +86,7 @@ class _FilterFrames:
     frames: dict
     mids: list
     first_error: Exception | None = None
+    grid: dict | None = None  # 'auto': flux, flux_err, area, flags of shape (k, n_star, n)
 
 
 @dataclass
@@ -105,6 +112,10 @@ class PhotometryRun(PhotometrySetup):
             frames={key: np.full(n, np.nan) for key in _FRAME_KEYS},
             mids=[None] * n,
         )
+        if self.aperture_type == "auto":
+            shape = (len(self.aperture_grid), n_star, n)
+            got.grid = {key: np.full(shape, np.nan) for key in _GRID_KEYS}
+            got.grid["flags"] = np.full(shape, int(PhotFlag.FAILED), dtype=np.int64)
         fwhm_prev = None
         iterator = range(n)
         if self.progress:
@@ -129,6 +140,8 @@ class PhotometryRun(PhotometrySetup):
                                ("r_out", ap.r_out), ("exptime", r["exptime"])):
                 got.frames[key][j] = value
             got.mids[j] = r["mid"]
+            if got.grid is not None:
+                _store_grid(got.grid, j, r)
             fwhm_prev = r["fwhm"]
             self._learn_from_frame(r, path, state)
         return got
@@ -169,6 +182,8 @@ class PhotometryRun(PhotometrySetup):
                     )
                 bjd, am, got.frames["mid_utc"] = time_stamps(got.mids, state.sky_dir,
                                                              state.location)
+                if got.grid is not None:
+                    self._apply_choice(filt, got, bjd)
                 for s, name in enumerate(names):
                     stars = {key: values[s] for key, values in got.stars.items()}
                     out[name]["filter"][filt] = star_record(stars, got.flags[s], got.frames,
@@ -181,6 +196,30 @@ class PhotometryRun(PhotometrySetup):
         out["files"] = files_out
         out["meta"] = run_meta(self, state.units, state.sky_dir, state.location)
         return out
+
+    def _apply_choice(self, filt: str, got: _FilterFrames, bjd) -> None:
+        """'auto': choose the radius of least scatter and keep its numbers in ``got``."""
+        g = got.grid
+        valid = (g["flags"] & int(SEVERE_FLAGS)) == 0
+        fwhm = got.frames["fwhm"]
+        with np.errstate(invalid="ignore"):
+            radius_px = [float(np.nanmedian(f * fwhm)) if np.isfinite(fwhm).any() else np.nan
+                         for f in self.aperture_grid]
+        many = g["flux"].shape[1] > 1
+        choice = choose_aperture(
+            self.aperture_grid, radius_px, g["flux"][:, 0], g["flux_err"][:, 0],
+            g["flux"][:, 1:] if many else None, g["flux_err"][:, 1:] if many else None,
+            valid=valid, time=bjd, variable_threshold=self.variable_threshold,
+            min_valid_fraction=self.min_valid_fraction,
+        )
+        b = choice.best
+        for key in ("flux", "flux_err", "area"):
+            got.stars[key] = g[key][b].copy()
+        got.flags = g["flags"][b].copy()
+        got.frames["r_ap"] = choice.factor * fwhm
+        self.aperture_choices[filt] = choice
+        log.info("aperture 'auto', filter %s: %.2f x FWHM (median %.2f px), point-to-point "
+                 "scatter %.4g", filt, choice.factor, radius_px[b], choice.scatter[b])
 
     # -- public runs -------------------------------------------------------------------
     def run_single_coord(self) -> dict:
@@ -397,6 +436,14 @@ class PhotometryRun(PhotometrySetup):
             )
         log.info("photometry results written: %s", ", ".join(str(p) for p in written))
         return written
+
+
+def _store_grid(grid: dict, j: int, r: dict) -> None:
+    """Frame ``j``'s numbers at every radius of an 'auto' run into ``grid``."""
+    for k, ap in enumerate(r["ap_grid"]):
+        for key in _GRID_KEYS:
+            grid[key][k, :, j] = getattr(ap, key)
+        grid["flags"][k, :, j] = ap.flags | r["star_flags"]
 
 
 def _mid_exposure_or_none(path: str):

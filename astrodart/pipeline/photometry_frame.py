@@ -18,7 +18,7 @@ from astropy.coordinates import SkyCoord
 from astrodart.exceptions import warn
 from astrodart.frames.header import FrameHeader
 from astrodart.frames.io import FrameError, read_frame
-from astrodart.photometry.apertures import PhotFlag, aperture_photometry_ccd
+from astrodart.photometry.apertures import PhotFlag, aperture_photometry_radii
 from astrodart.photometry.centroids import recentre
 from astrodart.sources.psf import fwhm_of_stars
 from astrodart.pipeline.star_positions import PhotometryWarning, frame_wcs, pixel_scale_arcsec
@@ -62,7 +62,8 @@ def aperture_radii(options, fwhm: float, wcs, path: str) -> list[float]:
     Returns
     -------
     list of float
-        ``[r_ap, r_in, r_out]``, pixels.
+        ``[r_ap, r_in, r_out]``, pixels (for ``'auto'``, ``r_ap`` is the largest radius
+        of ``options.aperture_grid``).
 
     Raises
     ------
@@ -71,6 +72,9 @@ def aperture_radii(options, fwhm: float, wcs, path: str) -> list[float]:
     """
     if options.aperture_type == "fwhm":
         return [f * fwhm for f in options.fwhm_factors]
+    if options.aperture_type == "auto":
+        return [max(options.aperture_grid) * fwhm] + [f * fwhm
+                                                      for f in options.fwhm_factors[1:]]
     named = (
         (options.radius_phot, "radius_phot"),
         (options.radius_annulus, "radius_annulus"),
@@ -122,14 +126,17 @@ def measure_frame(path: str, stars: list, fwhm_prev: float | None, options) -> d
         FWHM of the previous frame, pixels (starting guess and fallback).
     options : object
         Carries the attributes of AstroDART's ``photometry``: ``phot_method``,
-        ``aperture_type``, ``fwhm_factors``, the three custom radii, ``gain``,
-        ``read_noise``, ``saturation``, ``recenter``, ``search_radius``, ``sigma``.
+        ``aperture_type``, ``fwhm_factors``, ``aperture_grid`` (``'auto'``), the three
+        custom radii, ``gain``, ``read_noise``, ``saturation``, ``recenter``,
+        ``search_radius``, ``sigma``.
 
     Returns
     -------
     dict
-        ``ap`` (:class:`astrodart.photometry.apertures.ApertureResult`), ``flags``
-        (PhotFlag bits, shape (n,)), ``fwhm`` (pixels), ``exptime`` (s), ``mid``
+        ``ap`` (:class:`astrodart.photometry.apertures.ApertureResult`), ``ap_grid``
+        (one per radius of ``options.aperture_grid`` for ``'auto'``, else ``[ap]``),
+        ``flags`` (PhotFlag bits, shape (n,)), ``star_flags`` (the bits that do not
+        depend on the radius: re-centring), ``fwhm`` (pixels), ``exptime`` (s), ``mid``
         (mid-exposure Time), ``header``, ``target_sky`` (SkyCoord of the first star or
         None), ``unit``, ``gain`` (e-/data unit), ``read_noise`` (e-).
 
@@ -159,13 +166,19 @@ def measure_frame(path: str, stars: list, fwhm_prev: float | None, options) -> d
     if options.recenter:
         xy, ok = recentre(data, xy, fwhm, search_radius=options.search_radius, mask=ccd.mask)
         flags[~ok] |= PhotFlag.CENTROID
-    ap = aperture_photometry_ccd(
-        data, xy, *aperture_radii(options, fwhm, wcs, path), gain=gain, read_noise=rn,
+    r_ap, r_in, r_out = aperture_radii(options, fwhm, wcs, path)
+    radii = ([f * fwhm for f in options.aperture_grid] if options.aperture_type == "auto"
+             else [r_ap])
+    grid = aperture_photometry_radii(
+        data, xy, radii, r_in, r_out, gain=gain, read_noise=rn,
         uncertainty=ccd.uncertainty.array if ccd.uncertainty is not None else None,
         mask=ccd.mask, saturation=saturation, sigma=options.sigma,
     )
+    ap = grid[0]
     return {
         "ap": ap,
+        "ap_grid": grid,
+        "star_flags": flags,
         "flags": ap.flags | flags,
         "fwhm": fwhm,
         "exptime": header.exptime,

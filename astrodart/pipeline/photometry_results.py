@@ -160,16 +160,17 @@ def run_meta(run, units, sky_dir, location) -> dict:
     Returns
     -------
     dict
-        Scalars and small arrays, HDF5- and ECSV-friendly.
+        Scalars and small arrays, HDF5- and ECSV-friendly. For ``aperture_type='auto'``
+        also ``aperture_grid``, ``aperture_annulus_fwhm`` and ``aperture_choice`` (per
+        filter: :meth:`astrodart.photometry.aperture_choice.ApertureChoice.as_record`),
+        and ``fwhm_factors`` is the chosen radius with the annulus.
     """
     geo = location.to_geodetic()
     return {
         "astrodart_version": __version__,
         "phot_method": run.phot_method,
         "aperture_type": run.aperture_type,
-        "fwhm_factors": np.array(run.fwhm_factors)
-        if run.aperture_type == "fwhm"
-        else np.array([]),
+        "fwhm_factors": _recorded_factors(run),
         "zmag": run.zmag,
         "sky_sigma_clip": run.sigma,
         "flux_unit": ",".join(sorted(units)),
@@ -183,6 +184,30 @@ def run_meta(run, units, sky_dir, location) -> dict:
         "flag_bits": ", ".join(f"{f.name}={int(f.value)}" for f in PhotFlag if f.value),
         "date": str(run.date or ""),
         "target_name": str(run.target_name or ""),
+        **_auto_meta(run),
+    }
+
+
+def _recorded_factors(run) -> np.ndarray:
+    """Aperture, annulus inner and outer radius in FWHM: for 'auto' the chosen radius (of
+    the first filter; every filter's is in ``aperture_choice``)."""
+    if run.aperture_type == "fwhm":
+        return np.array(run.fwhm_factors)
+    choices = getattr(run, "aperture_choices", {})
+    if run.aperture_type == "auto" and choices:
+        first = choices.get(run.filters[0]) or next(iter(choices.values()))
+        return np.array([first.factor, *run.fwhm_factors[1:]])
+    return np.array([])
+
+
+def _auto_meta(run) -> dict:
+    """``aperture_grid`` and ``aperture_choice`` (per filter) of an 'auto' run."""
+    if run.aperture_type != "auto":
+        return {}
+    return {
+        "aperture_grid": [float(v) for v in run.aperture_grid],
+        "aperture_annulus_fwhm": [float(v) for v in run.fwhm_factors[1:]],
+        "aperture_choice": {f: c.as_record() for f, c in run.aperture_choices.items()},
     }
 
 

@@ -14,14 +14,17 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from astrodart.frames.header import FrameHeader
+from astrodart.photometry.aperture_choice import AUTO_APERTURE_GRID
 from astrodart.photometry.sites import resolve_location
 from astrodart.pipeline.star_positions import as_file_lists, xy_pairs
 from astrodart.pipeline.step import check_kwargs, parse_overwrite
 
-__all__ = ["FWHM_FACTORS", "PhotometrySetup"]
+__all__ = ["APERTURE_TYPES", "FWHM_FACTORS", "PhotometrySetup"]
 
 #: Aperture radius, annulus inner and outer radius in units of the FWHM ('fwhm' apertures).
 FWHM_FACTORS = (2.5, 3.5, 4.5)
+#: The aperture types of AstroDART's ``photometry`` (and ``'auto'``, issue 19).
+APERTURE_TYPES = ("fwhm", "custom", "auto")
 
 
 class PhotometrySetup:
@@ -32,11 +35,16 @@ class PhotometrySetup:
     phot_method : {'sky', 'pixel'}
         ``'sky'``: positions are SkyCoord, placed through each frame's WCS. ``'pixel'``:
         positions are 0-based ``(x, y)`` per filter per file, re-centred in each frame.
-    aperture_type : {'fwhm', 'custom'}
+    aperture_type : {'fwhm', 'custom', 'auto'}
         ``'fwhm'``: radius, annulus inner and outer radius = 2.5, 3.5, 4.5 x the FWHM of
-        each frame. ``'custom'``: ``radius_phot``, ``radius_annulus``,
-        ``radius_dannulus`` in pixels for ``'pixel'`` and arcsec for ``'sky'`` (an astropy
-        Quantity in ``u.pix`` or an angle unit is taken as given).
+        each frame. ``'auto'``: every radius of ``aperture_grid`` (0.6 to 3.0 x the FWHM)
+        is measured in one pass, with the annulus of ``fwhm_factors``, and the radius
+        whose differential light curve has the least robust point-to-point scatter is
+        kept (:func:`astrodart.photometry.aperture_choice.choose_aperture`; recorded in
+        ``results['meta']['aperture_choice']`` and ``self.aperture_choices``).
+        ``'custom'``: ``radius_phot``, ``radius_annulus``, ``radius_dannulus`` in pixels
+        for ``'pixel'`` and arcsec for ``'sky'`` (an astropy Quantity in ``u.pix`` or an
+        angle unit is taken as given).
     files : list of list of str
         Frames per filter (``files[filter][file]``); a flat list means one filter.
     filters : list of str, optional
@@ -66,7 +74,12 @@ class PhotometrySetup:
         * ``fwhm_factors`` : (float, float, float) — aperture, annulus inner and outer
           radius in FWHM for ``'fwhm'``; default ``(2.5, 3.5, 4.5)`` as AstroDART. For
           faint, sky-limited targets ~1 FWHM gives a much better signal-to-noise
-          (Howell 1989, PASP 101, 616).
+          (Howell 1989, PASP 101, 616). With ``'auto'`` only the annulus (the last two)
+          is used; it must lie outside the largest radius of the grid.
+        * ``aperture_grid`` : sequence of float — the radii ``'auto'`` tries, in FWHM
+          (default 0.6, 0.8, ..., 3.0).
+        * ``min_valid_fraction`` : float — ``'auto'``: a radius must keep this fraction
+          of the points of the best-covered radius to be chosen (default 0.9).
         * ``sigma`` : float — sky sigma-clipping threshold (default 3).
         * ``target_skycoord`` : SkyCoord — the target's position for BJD_TDB and airmass
           when the frames have neither a WCS nor RA/DEC keywords.
@@ -96,6 +109,8 @@ class PhotometrySetup:
 
     _KWARGS = (
         "fwhm_factors",
+        "aperture_grid",
+        "min_valid_fraction",
         "sigma",
         "target_skycoord",
         "gain",
@@ -133,8 +148,8 @@ class PhotometrySetup:
         check_kwargs("photometry", kwargs, self._KWARGS)
         if phot_method not in ("sky", "pixel"):
             raise ValueError(f"phot_method={phot_method!r}; use 'sky' or 'pixel'")
-        if aperture_type not in ("fwhm", "custom"):
-            raise ValueError(f"aperture_type={aperture_type!r}; use 'fwhm' or 'custom'")
+        if aperture_type not in APERTURE_TYPES:
+            raise ValueError(f"aperture_type={aperture_type!r}; use one of {APERTURE_TYPES}")
         self.phot_method = phot_method
         self.aperture_type = aperture_type
         self.files = as_file_lists(files)
@@ -162,6 +177,7 @@ class PhotometrySetup:
         self._set_options(kwargs)
         self.results: dict | None = None
         self.ensembles: dict = {}
+        self.aperture_choices: dict = {}
 
     def _filter_names(self, filters) -> list[str]:
         if filters is None:
@@ -185,6 +201,12 @@ class PhotometrySetup:
                 f"fwhm_factors must be 3 numbers 0 < aperture <= inner < outer, got {factors}"
             )
         self.fwhm_factors = factors
+        self.aperture_grid = _aperture_grid(kwargs.get("aperture_grid"), factors,
+                                            self.aperture_type)
+        self.min_valid_fraction = float(kwargs.get("min_valid_fraction", 0.9))
+        if not 0 < self.min_valid_fraction <= 1:
+            raise ValueError(f"min_valid_fraction={self.min_valid_fraction}; give a number "
+                             "in (0, 1]")
         self.sigma = float(kwargs.get("sigma", 3.0))
         self.target_skycoord = kwargs.get("target_skycoord")
         if self.target_skycoord is not None and not isinstance(self.target_skycoord, SkyCoord):
@@ -248,3 +270,21 @@ def _check_custom_radii(radius_phot, radius_annulus, radius_dannulus) -> None:
     vals = [r.value if isinstance(r, u.Quantity) else float(r) for r in radii]
     if not (0 < vals[0] <= vals[1] < vals[2]):
         raise ValueError(f"need 0 < radius_phot <= radius_annulus < radius_dannulus, got {vals}")
+
+
+def _aperture_grid(grid, factors: tuple, aperture_type: str) -> tuple:
+    """The radii (FWHM) of ``'auto'``: sorted, positive, inside the annulus of ``factors``."""
+    if grid is None:
+        grid = AUTO_APERTURE_GRID
+    try:
+        vals = tuple(sorted(float(v) for v in grid))
+    except (TypeError, ValueError):
+        vals = ()
+    if len(vals) < 2 or vals[0] <= 0 or len(set(vals)) != len(vals):
+        raise ValueError(f"aperture_grid={grid!r}: give at least two distinct positive radii "
+                         "in units of the FWHM, e.g. (0.6, 0.8, ..., 3.0)")
+    if aperture_type == "auto" and vals[-1] > factors[1]:
+        raise ValueError(f"aperture_grid reaches {vals[-1]} x FWHM, inside the sky annulus "
+                         f"(fwhm_factors inner radius {factors[1]} x FWHM); the annulus must "
+                         "lie outside the largest aperture")
+    return vals
