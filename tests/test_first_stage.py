@@ -142,7 +142,7 @@ def test_master_bias_within_its_noise(synthetic):
     assert mb.unit == "electron"
 
 
-def test_master_dark_and_interpolation_within_noise(synthetic, tmp_path):
+def test_master_dark_and_interpolation_within_noise(synthetic, tmp_path, caplog):
     cam, md = synthetic["cam"], synthetic["md"]
     for t in (10, 60):
         m = read_frame(md[t])
@@ -170,9 +170,14 @@ def test_master_dark_and_interpolation_within_noise(synthetic, tmp_path):
         raw_masters.append(master_frame(tmp_path, g, f"rawdark_{t}s.fits", frame_type="dark").run())
     with pytest.raises(CalibrationError, match="two different exposure times"):
         dark_interpolation(tmp_path, raw_masters[:1], 30, "one.fits").run()
-    # an existing output made from other masters is not silently reused
-    with pytest.raises(CalibrationError, match="made from other frames.*overwrite"):
-        dark_interpolation(tmp_path, raw_masters, 30, masterbias_file=synthetic["mb"]).run()
+    # an existing output made from other masters is not reused: it is rebuilt, and said
+    old = tmp_path / "masterdark_30s_interpolated.fits"
+    assert old.exists()
+    with caplog.at_level("WARNING", logger="astrodart"):
+        rebuilt = dark_interpolation(tmp_path, raw_masters, 30,
+                                     masterbias_file=synthetic["mb"]).run()
+    assert "made from other frames" in caplog.text
+    assert fits.getheader(rebuilt)["NCOMBINE"] == 3  # two raw masters + the master bias
     p = dark_interpolation(
         tmp_path, raw_masters, 30, "raw30.fits", masterbias_file=synthetic["mb"]
     ).run()

@@ -27,18 +27,16 @@ def _recorded_inputs(path) -> list[str]:
 
 
 def _reuse_master(out: Path, inputs: Sequence[str], what: str) -> bool:
-    """True if ``out`` exists and was made from ``inputs`` (same file names); an existing
-    master made from other frames is an error, not a silent reuse."""
+    """True if ``out`` exists and was made from ``inputs`` (same file names). A master made
+    from other frames is not reused: it is rebuilt, and the log says why."""
     if not out.exists():
         return False
     recorded = _recorded_inputs(out)
     wanted = [Path(f).name for f in inputs]
     if recorded and recorded != wanted:
-        raise CalibrationError(
-            f"{what}: {out} exists but was made from other frames ({len(recorded)} recorded, "
-            f"{len(wanted)} given now); pass overwrite='yes' to rebuild it, or choose another "
-            "output_name"
-        )
+        log.warning("%s: %s was made from other frames (%d recorded, %d given now); "
+                    "rebuilding it", what, out, len(recorded), len(wanted))
+        return False
     log.info("%s: %s exists, reused", what, out)
     return True
 
@@ -105,7 +103,7 @@ class _MasterStep(ManyToOneStep):
         Returns
         -------
         bool
-            True: reuse it (raises :class:`CalibrationError` if made from other frames).
+            True: reuse it; False when absent or made from other frames (rebuilt).
         """
         return _reuse_master(self.output, self.files, self.name)
 

@@ -412,7 +412,7 @@ def _photometry_step(run: _NightRun) -> None:
     opt = run.options
     night_light_curve(run.result, opt.target_coord, opt.comparisons, opt.transit_guess,
                       opt.lightcurve_apertures, opt.flux_apertures, target_xy=opt.target_xy,
-                      site=opt.site)
+                      site=opt.site, aperture=opt.lightcurve_aperture)
 
 
 #: The order of a night (data, walked by :func:`reduce_night`);
@@ -449,7 +449,7 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
                  overwrite: bool = False, steps=NIGHT_STEPS, interpolate_darks: bool = False,
                  gain: float | None = None, read_noise: float | None = None,
                  calibrated=False, site=None, stack: bool = True,
-                 survey=None, target_xy=None) -> NightResult:
+                 survey=None, target_xy=None, lightcurve_aperture: str = "fwhm") -> NightResult:
     """Reduce a raw night ``root/uncal_data/<date>/`` end to end: walk :data:`NIGHT_STEPS`.
 
     Parameters
@@ -517,6 +517,9 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
     target_xy : tuple of float, optional
         ``(x, y)``: 0-based pixel position of the target on the earliest light frame,
         for fields without a plate solution (instead of ``target_coord``).
+    lightcurve_aperture : {'fwhm', 'auto'}
+        The light curve's aperture: ``lightcurve_apertures[0]`` x FWHM, or the radius
+        whose differential light curve scatters least (``'auto'``, as EXOTIC chooses).
 
     Returns
     -------
@@ -538,7 +541,8 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
         cosmic_rays=cosmic_rays, lightcurve_apertures=lightcurve_apertures,
         flux_apertures=flux_apertures, align_methods=align_methods, overwrite=overwrite,
         interpolate_darks=interpolate_darks, gain=gain, read_noise=read_noise,
-        calibrated=calibrated, site=site, stack=stack, survey=survey, target_xy=target_xy)
+        calibrated=calibrated, site=site, stack=stack, survey=survey, target_xy=target_xy,
+        lightcurve_aperture=lightcurve_aperture)
     root = Path(root)
     result = NightResult(root, str(date), str(target), Path())
     clock = _Clock(result.timings)

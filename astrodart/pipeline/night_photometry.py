@@ -89,7 +89,7 @@ def pick_comparisons(reference: str, target, n: int, saturation: float,
 
 
 def _measure(files: dict, filters, target, comparisons, saturation, factors, out_dir,
-             stem, date, name, **extra):
+             stem, date, name, aperture_type="fwhm", **extra):
     """Ensemble photometry of the frames of ``filters``, saved as ``out_dir/<stem>*``.
 
     ``target`` and ``comparisons`` are SkyCoords ('sky'), or per-filter pixel positions
@@ -98,7 +98,7 @@ def _measure(files: dict, filters, target, comparisons, saturation, factors, out
     from astrodart.pipeline.photometry import PhotometryRun
 
     method = "sky" if isinstance(target, SkyCoord) else "pixel"
-    step = PhotometryRun(method, "fwhm", [files[f] for f in filters], list(filters),
+    step = PhotometryRun(method, aperture_type, [files[f] for f in filters], list(filters),
                          target_coord=target, comparison_coord=comparisons,
                          fwhm_factors=factors, saturation=saturation, save_results=False,
                          date=date, target_name=name, **extra)
@@ -109,7 +109,8 @@ def _measure(files: dict, filters, target, comparisons, saturation, factors, out
 
 
 def night_light_curve(result, target_coord, comparisons, transit_guess, lc_factors,
-                      flux_factors, *, target_xy=None, xy_frame=None, site=None) -> None:
+                      flux_factors, *, target_xy=None, xy_frame=None, site=None,
+                      aperture: str = "fwhm") -> None:
     """Comparison stars, the series light curve and its transit fit, field-star fluxes.
 
     Fills ``target_coord``, ``comparison_coords``, ``lightcurve``, ``transit`` and
@@ -150,6 +151,10 @@ def night_light_curve(result, target_coord, comparisons, transit_guess, lc_facto
         series filter).
     site : str, sequence or EarthLocation, optional
         The observatory (default the frames' site keywords).
+    aperture : {'fwhm', 'auto'}
+        Aperture of the light curve: ``lc_factors[0]`` x FWHM, or the radius of the
+        least scattered light curve among a grid (``'auto'``; the annulus stays
+        ``lc_factors[1:]``); the field-star fluxes always use ``flux_factors``.
 
     Raises
     ------
@@ -157,7 +162,9 @@ def night_light_curve(result, target_coord, comparisons, transit_guess, lc_facto
         No usable comparison stars; no star near ``target_xy``; neither a target nor
         a pixel target.
     """
-    extra = {} if site is None else {"obs_location": site}
+    extra = {"lightcurve_aperture": aperture}
+    if site is not None:
+        extra["obs_location"] = site
     if target_xy is not None:
         _pixel_light_curve(result, target_coord, comparisons, transit_guess, lc_factors,
                            flux_factors, target_xy, xy_frame, extra)
@@ -184,7 +191,8 @@ def _series_and_field(result, target, comps, transit_guess, lc_factors, flux_fac
     series = result.series_filter
     step, res = _measure(result.calibrated, [series], _in(target, result, [series]),
                          _in(comps, result, [series], many=True), result.saturation,
-                         lc_factors, out, "lightcurve", result.date, result.target, **extra)
+                         lc_factors, out, "lightcurve", result.date, result.target,
+                         aperture_type=extra.pop("lightcurve_aperture", "fwhm"), **extra)
     result.lightcurve = res
     if transit_guess is not False:
         guess = transit_guess or {}

@@ -254,7 +254,8 @@ def reduce(options: ReduceOptions, echo=print) -> ReduceRun:
         interpolate_darks=options.interpolate_darks, gain=options.gain,
         read_noise=options.read_noise, calibrated=_calibrated_lights(options, survey),
         site=parsed["site"],
-        stack=options.stack, survey=survey, target_xy=parsed["target_xy"])
+        stack=options.stack, survey=survey, target_xy=parsed["target_xy"],
+        lightcurve_aperture=options.aperture)
     run.result.timings = {"survey": t_survey, **run.result.timings}
     from astrodart.pipeline.reduce_summary import finish
 

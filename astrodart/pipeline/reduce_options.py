@@ -63,6 +63,9 @@ class ReduceOptions:
         fields that cannot be plate-solved.
     comparisons : str
         Number of comparison stars to choose, or ";"-separated positions.
+    aperture : {'auto', 'fwhm'}
+        Light-curve aperture: the radius whose differential light curve scatters least
+        (EXOTIC's choice), or 2 x FWHM.
     site : str, optional
         "LAT,LON,HEIGHT_M" (degrees, east-positive; metres) or an observatory name.
         Default: the headers' site keywords.
@@ -108,6 +111,8 @@ class ReduceOptions:
     target_xy: str | None = _opt(None, "X,Y: 0-based pixel position of the target on the "
                                        "earliest light frame (fields that cannot be solved)")
     comparisons: str = _opt("10", "number of comparison stars, or ';'-separated 'RA DEC'")
+    aperture: str = _opt("auto", "light-curve aperture: 'auto' (the radius of least scatter "
+                                 "among 0.6-3.0 x FWHM) or 'fwhm' (2 x FWHM)")
     site: str | None = _opt(None, "LAT,LON,HEIGHT_M (deg east-positive, m) or an "
                                   "observatory name (default: the headers)")
     transit: str | None = _opt(None, "T0,DURATION_H: transit prior (BJD_TDB, hours)")
@@ -192,6 +197,8 @@ class ReduceOptions:
             if v is not None and not (float(v) >= 0 if zero_ok else float(v) > 0):
                 raise UsageError(f"--{name.replace('_', '-')} {v}: must be "
                                  f"{'>= 0' if zero_ok else '> 0'}")
+        if self.aperture not in ("auto", "fwhm"):
+            raise UsageError(f"--aperture {self.aperture!r}: use 'auto' or 'fwhm'")
         if self.workers is not None and int(self.workers) < 1:
             raise UsageError(f"--workers {self.workers}: must be at least 1")
         return {"night": night, "out": out, "coord": parse_coord(self.coord, "--coord"),
