@@ -148,6 +148,26 @@ def _stacks(result, results: Path) -> dict:
     return out
 
 
+def _previews(result, folder: Path) -> dict:
+    """``--png``: a PNG of each master and of the first calibrated frame of each filter."""
+    from astrodart.pipeline.night_products import preview_png
+
+    masters = result.masters or {}
+    frames = {"masterbias": masters.get("bias"), "badpixel": masters.get("badpixel")}
+    frames.update({f"masterdark_{t:g}s": p for t, p in (masters.get("dark") or {}).items()})
+    frames.update({f"masterflat_{f}": p for f, p in (masters.get("flat") or {}).items()})
+    frames.update({f"calibrated_{f}": files[0] for f, files in result.calibrated.items()
+                   if files})
+    out = {}
+    for name, path in frames.items():
+        if path:
+            try:
+                out[f"png_{name}"] = preview_png(path, folder / f"{name}.png")
+            except Exception as exc:  # a preview must never fail the products
+                log.warning("no PNG preview of %s: %s", path, exc)
+    return out
+
+
 def _rejected(run) -> dict:
     """Frames left out, with the reason, from every step that can leave one out."""
     from astrodart.pipeline.quality import good_files
@@ -250,6 +270,8 @@ def finish(run, out: Path, notes: list, seconds: float, echo=print) -> dict:
     if quality.is_file():
         products["quality"] = link_or_copy(quality, results / "quality.ecsv")
     products.update(_stacks(result, results))
+    if run.options.png:
+        products.update(_previews(result, results / "png"))
     if run.options.remove_intermediate:
         from astrodart.pipeline.tidy import remove_intermediate
 
