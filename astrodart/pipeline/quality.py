@@ -16,6 +16,16 @@ units), ``n_stars`` (detections), ``n_fwhm_stars`` (stars the FWHM is the median
 ``transparency`` (see below), ``wcs`` ('astrodart', 'other' or 'none'), ``flags``
 (comma-separated rule names) and ``good``.
 
+Measurement: background, sky level and rms, detections, FWHM and ellipticity come from
+:func:`astrodart.sources.sep_measure.sep_measure` (sep, the Source Extractor library, and
+adaptive moments: about 0.03 s a 1024 x 1024 frame; the whole table costs 14-20x less CPU
+than with the Moffat fit of :func:`astrodart.sources.psf.measure_fwhm`, which stays the
+reference width for photometry). ``sky_level``/``sky_rms`` are sep's global background and rms; ``n_stars``
+counts detections above ``threshold`` x the pixel rms (SExtractor's convention); ``fwhm``
+is the Gaussian-equivalent width (within a few per cent of the Moffat fit for
+Gaussian-like stars; wider for stars with strong Moffat wings, narrower for flat-topped
+ones: see that module).
+
 Transparency proxy: the median ratio of the exposure-normalised aperture fluxes of the
 stars matched between a frame and the reference frame (the one with most detections),
 divided by the 90th percentile of that ratio over the night, so that the clearest frames
@@ -36,8 +46,8 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from astrodart import __version__
-from astrodart.sources.background import estimate_background, saturation_level, sky_stats
-from astrodart.sources.psf import NoStarsWarning, measure_fwhm
+from astrodart.sources.background import saturation_level
+from astrodart.sources.sep_measure import sep_measure
 from astrodart.alignment.matching import pair_stars
 from astrodart.frames.io import read_frame
 from astrodart.frames.header import FrameHeader, HeaderValueError, MissingKeywordError
@@ -108,7 +118,7 @@ def frame_quality(path: str | os.PathLike, *, fwhm_guess: float | None = None,
     fwhm_guess : float, optional
         Starting FWHM in pixels.
     threshold : float
-        Detection threshold in sigma.
+        Detection threshold in units of the background's pixel rms.
     n_phot : int
         Number of brightest unsaturated stars measured for the transparency proxy.
     aperture_factor : float
@@ -126,31 +136,29 @@ def frame_quality(path: str | os.PathLike, *, fwhm_guess: float | None = None,
     FrameError
         Unreadable file.
     """
-    from photutils.aperture import CircularAperture
+    import sep
 
     path = str(path)
     ccd = read_frame(path)
     fh = FrameHeader(ccd.meta, path)
-    data = np.asarray(ccd.data, float)
+    data = np.ascontiguousarray(ccd.data, dtype=np.float32)  # what sep works on
     try:
         mid = fh.mid_exposure.utc.isot
     except (MissingKeywordError, HeaderValueError):
         mid = ""
     exptime = fh.exptime_or_none or float("nan")
-    sky = sky_stats(data, mask=ccd.mask)
-    back, rms = estimate_background(data, mask=ccd.mask)
     sat = getattr(fh, "saturation", None) or saturation_level(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoStarsWarning)
-        fw = measure_fwhm(data, fwhm_guess=fwhm_guess, threshold=threshold, mask=ccd.mask,
-                          saturation=sat, background=back, background_rms=rms)
+    fw = sep_measure(data, mask=ccd.mask, threshold=threshold, saturation=sat,
+                     fwhm_guess=fwhm_guess)
     det = fw.detections
     bright = det[~det["saturated"]][:n_phot]
     xy = np.column_stack([bright["x"], bright["y"]]) if len(bright) else np.zeros((0, 2))
     flux = np.zeros(0)
     if len(xy):
         radius = max(2.0, aperture_factor * (fw.fwhm if np.isfinite(fw.fwhm) else 3.0))
-        flux, _ = CircularAperture(xy, r=radius).do_photometry(data - back, mask=ccd.mask)
+        img = data - fw.background
+        mask = None if ccd.mask is None else np.ascontiguousarray(ccd.mask, dtype=bool)
+        flux = sep.sum_circle(img, xy[:, 0], xy[:, 1], radius, mask=mask)[0]
         flux = np.asarray(flux, float) / (exptime if np.isfinite(exptime) and exptime > 0 else 1.0)
     wcs_status = _wcs_status(ccd.meta)
     header_wcs = None
@@ -164,7 +172,7 @@ def frame_quality(path: str | os.PathLike, *, fwhm_guess: float | None = None,
         scale = float(np.mean(proj_plane_pixel_scales(header_wcs)) * 3600.0)
     return {"file": path, "mid_exposure": mid, "exptime": exptime, "fwhm": fw.fwhm,
             "fwhm_arcsec": fw.fwhm * scale if scale else float("nan"),
-            "ellipticity": fw.ellipticity, "sky_level": sky.level, "sky_rms": sky.rms,
+            "ellipticity": fw.ellipticity, "sky_level": fw.sky_level, "sky_rms": fw.sky_rms,
             "n_stars": len(det), "n_fwhm_stars": fw.n_stars, "wcs": wcs_status,
             "_xy": xy, "_flux": flux, "_wcs": header_wcs}
 
@@ -217,7 +225,7 @@ def quality_table(files: Sequence, *, rules: QualityRules | None = None,
     fwhm_guess : float, optional
         Starting FWHM in pixels.
     threshold : float
-        Detection threshold in sigma.
+        Detection threshold in units of the background's pixel rms.
     reference : str, optional
         Reference file for the transparency proxy (default: most detections).
     executor : None, str, int or Executor
@@ -264,7 +272,9 @@ def quality_table(files: Sequence, *, rules: QualityRules | None = None,
                    "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                    "reference_file": rows[ref_i]["file"], "unreadable": unreadable,
                    "transparency": "median flux ratio to the reference frame over matched stars, "
-                                   "divided by the night's 90th percentile"})
+                                   "divided by the night's 90th percentile",
+                   "measurement": "sep background and detection; FWHM and ellipticity from "
+                                  "adaptive moments (astrodart.sources.sep_measure)"})
     return flag_frames(t, rules)
 
 
