@@ -354,15 +354,15 @@ def _quality(run: _NightRun) -> None:
     from astrodart.pipeline.quality import quality_table
 
     result = run.result
-    for f in result.filters:
-        # one frame's FWHM sets the detection kernel; the quality table measures all
-        run.guess[f] = get_fwhm(result.calibrated[f][:1],
-                                saturation=result.saturation).estimate_fwhm()[0]
     files = [p for f in result.filters for p in result.calibrated[f]]
     fingerprint = inputs_fingerprint("quality", files, {"filters": result.filters})
     path = result.data_dir / "quality" / "quality.ecsv"
     table = None if run.options.overwrite else current_table(path, fingerprint)
     if table is None:
+        for f in result.filters:
+            # one frame's FWHM sets the detection kernel; the quality table measures all
+            run.guess[f] = get_fwhm(result.calibrated[f][:1],
+                                    saturation=result.saturation).estimate_fwhm()[0]
         # per filter: transparency and the outlier rules compare frames of one filter
         tables = [quality_table(result.calibrated[f], executor=run.pool,
                                 fwhm_guess=run.guess[f] if np.isfinite(run.guess[f]) else None)
@@ -375,6 +375,10 @@ def _quality(run: _NightRun) -> None:
     rows = {str(r["file"]): float(r["fwhm"]) for r in result.quality}
     for f in result.filters:
         result.fwhm[f] = [rows.get(p, float("nan")) for p in result.calibrated[f]]
+        if f not in run.guess:  # a reused table: its median FWHM is the detection kernel
+            fw = np.asarray(result.fwhm[f], float)
+            run.guess[f] = float(np.median(fw[np.isfinite(fw)])) if np.isfinite(fw).any() \
+                else float("nan")
     series = run.options.series_filter or max(result.filters,
                                               key=lambda f: len(result.calibrated[f]))
     result.series_filter = series
