@@ -98,7 +98,7 @@ def run_guides(root, names=None) -> int:
     return status
 
 
-def demo(root, notebooks=True, simulated=False, remove_intermediates=False) -> int:
+def demo(root, notebooks=True, simulated=False, keep_intermediate=False) -> int:
     """Run the main job under ``root``; return an exit code.
 
     With the real sample night available: copy the RAW night and run the guided notebooks
@@ -115,9 +115,11 @@ def demo(root, notebooks=True, simulated=False, remove_intermediates=False) -> i
         Run the guided notebooks after organising the real night.
     simulated : bool
         Use the simulated night even if the real sample can be had.
-    remove_intermediates : bool
-        After the notebooks, delete what later steps do not need
-        (:func:`remove_intermediate`).
+    keep_intermediate : bool
+        Keep every intermediate file. By default, after the notebooks, what no product
+        needs is deleted (:func:`remove_intermediate`: aligned frames once stacked, the
+        organised raw copies once calibrated, the detector lab's frame folders) and the
+        demo says what went and how to get it back.
 
     Returns
     -------
@@ -125,12 +127,11 @@ def demo(root, notebooks=True, simulated=False, remove_intermediates=False) -> i
         0 on success; 1 if a notebook failed or a truth check of the simulated night failed.
     """
     from astrodart.datasets.samples import SampleDataNotFound, sample_night
-    from astrodart.pipeline.tidy import disk_usage, remove_intermediate
 
     t0 = time.time()
     if simulated:
         print("using the SIMULATED night (requested with --simulated)")
-        return demo_simulated(root)
+        return demo_simulated(root, keep_intermediate)
     try:
         if not notebooks:
             data_dir, _ = prepare_sample_night(root)
@@ -141,30 +142,41 @@ def demo(root, notebooks=True, simulated=False, remove_intermediates=False) -> i
         night = sample_night("hatp27b", root)
     except SampleDataNotFound as exc:
         print(f"real sample night not available ({exc})\nusing the SIMULATED night instead")
-        return demo_simulated(root)
+        return demo_simulated(root, keep_intermediate)
     print(f"using the REAL sample night (HAT-P-27b, 2018-04-23), raw frames in {night}")
     status = run_guides(root)
     from astrodart.ui.notebooks import science_results_table
 
     print("\n" + science_results_table(root))
-    if remove_intermediates:
-        removed = remove_intermediate(root)
-        print(f"\nremoved {len(removed[0])} intermediate files ({removed[1] / 1e6:.0f} MB)")
-    raw, products = disk_usage(root, night)
-    print(f"disk: raw night {raw / 1e6:.0f} MB; uncal_data/ + reduced_data/ "
-          f"{products / 1e6:.0f} MB ({products / raw:.1f} x the raw size)")
+    _tidy(root, keep_intermediate)
     return status
 
 
-def demo_simulated(root) -> int:
+def _tidy(root, keep_intermediate: bool) -> None:
+    """Remove the intermediates (unless kept), saying what went, how to get it back, and
+    the disk used against the raw nights the demo laid out in ``uncal_data/``."""
+    from astrodart.pipeline.tidy import disk_usage, remove_intermediate
+
+    if keep_intermediate:
+        print("\nintermediates kept (--keep-intermediate)")
+    else:
+        print("\n" + "\n".join(remove_intermediate(root).lines() or ["no intermediates to remove"]))
+    raw, products = disk_usage(root, Path(root) / "uncal_data")
+    print(f"disk: raw nights (uncal_data/) {raw / 1e6:.0f} MB; uncal_data/ + reduced_data/ "
+          f"{products / 1e6:.0f} MB ({products / max(raw, 1):.1f} x the raw size)")
+
+
+def demo_simulated(root, keep_intermediate: bool = False) -> int:
     """Simulate a night under ``root`` (unless one is there), reduce it in plain Python and
-    print truth vs measured; the exit code is 1 if a check of the table failed."""
+    print truth vs measured, then remove the intermediates unless ``keep_intermediate``;
+    the exit code is 1 if a check of the table failed."""
     from astrodart.pipeline.night import NIGHT_STEPS
     from astrodart.pipeline.simulated import simulated_night_report
     from astrodart.ui.lightcurve_plot import LIGHTCURVE_FIGURE
 
     report = simulated_night_report(root, steps=NIGHT_STEPS + (LIGHTCURVE_FIGURE,))
     print(report)
+    _tidy(root, keep_intermediate)
     return 0 if _all_passed(report) else 1
 
 
@@ -284,10 +296,13 @@ def main(argv=None) -> int:
     p.add_argument("--simulated", action="store_true",
                    help="reduce a simulated night with known truth (printed against the "
                         "measurements) even if the real sample night is available")
+    p.add_argument("--keep-intermediate", action="store_true",
+                   help="keep the aligned frames, the organised copies of raw frames and the "
+                        "detector lab's frame folders (by default deleted after the notebooks "
+                        "once what replaces them exists; calibrated frames, masters, stacks "
+                        "and figures always stay)")
     p.add_argument("--remove-intermediate", action="store_true",
-                   help="after the notebooks, delete aligned frames (once stacked), the organised "
-                        "copies of raw frames (once calibrated) and the detector lab's frame "
-                        "folders; calibrated frames, masters, stacks and figures stay")
+                   help=argparse.SUPPRESS)  # the default now; accepted for older scripts
     p.add_argument("-v", "--verbose", action="store_true")
     q = sub.add_parser("notebooks", help="run guided notebooks headless on an existing data tree")
     q.add_argument("names", nargs="*", help="notebooks to run (default: all, in order)")
@@ -307,7 +322,7 @@ def main(argv=None) -> int:
         logging.getLogger(name).propagate = False
     if args.command == "demo":
         return demo(args.root, notebooks=not args.no_notebooks, simulated=args.simulated,
-                    remove_intermediates=args.remove_intermediate)
+                    keep_intermediate=args.keep_intermediate)
     if args.command == "notebooks":
         return run_guides(args.root, args.names or None)
     if args.command == "reduce":

@@ -34,6 +34,7 @@ import numpy as np
 from astropy.coordinates import EarthLocation
 from astropy.table import Table
 
+from astrodart.frames.checks import check_number, check_path
 from astrodart.frames.io import read_frame
 from astrodart.photometry.apertures import PhotFlag
 from astrodart.photometry.lightcurve import results_table
@@ -84,8 +85,10 @@ class get_site_coordinates:  # noqa: N801  (AstroDART's public name)
 
     Parameters
     ----------
-    coordinates : sequence of float, optional
-        ``[lat_deg, lon_deg, height_m]``, longitude east-positive (west negative).
+    coordinates : sequence of float or str, optional
+        ``[lat_deg, lon_deg, height_m]``, longitude east-positive (west negative); a
+        string is taken as ``observatory_location``
+        (``get_site_coordinates('Whipple Observatory').from_name()``).
     observatory_location : str, optional
         Name of an observatory, offline: a built-in one (``'OT'`` for Observatorio del
         Teide, ``'Roque de los Muchachos'``, ``'Calar Alto'``, ``'La Silla'``,
@@ -105,6 +108,8 @@ class get_site_coordinates:  # noqa: N801  (AstroDART's public name)
     def __init__(
         self, coordinates: Sequence[float] | None = None, observatory_location: str | None = None
     ):
+        if isinstance(coordinates, str) and observatory_location is None:
+            coordinates, observatory_location = None, coordinates  # a name given first
         self.coordinates = coordinates
         self.observatory_location = observatory_location
 
@@ -170,8 +175,10 @@ class check_image:  # noqa: N801  (AstroDART's public name)
     """
 
     def __init__(self, reference_image, threshold: float, plot: bool = True):
-        self.reference_image = str(reference_image)
-        self.threshold = float(threshold)
+        self.reference_image = str(check_path("reference_image", reference_image,
+                                              owner="check_image"))
+        self.threshold = check_number("threshold", threshold, minimum=0, exclusive=True,
+                                      owner="check_image", unit="sigma")
         self.plot = bool(plot)
         self.sources: Table | None = None
         self.fwhm: float = float("nan")

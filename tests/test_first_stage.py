@@ -173,10 +173,11 @@ def test_master_dark_and_interpolation_within_noise(synthetic, tmp_path, caplog)
     # an existing output made from other masters is not reused: it is rebuilt, and said
     old = tmp_path / "masterdark_30s_interpolated.fits"
     assert old.exists()
-    with caplog.at_level("WARNING", logger="astrodart"):
+    from astrodart.pipeline.step import OutputRecomputedWarning
+
+    with pytest.warns(OutputRecomputedWarning, match="input frame changed; rebuilt"):
         rebuilt = dark_interpolation(tmp_path, raw_masters, 30,
                                      masterbias_file=synthetic["mb"]).run()
-    assert "made from other frames" in caplog.text
     assert fits.getheader(rebuilt)["NCOMBINE"] == 3  # two raw masters + the master bias
     p = dark_interpolation(
         tmp_path, raw_masters, 30, "raw30.fits", masterbias_file=synthetic["mb"]
@@ -289,7 +290,9 @@ def test_one_pass_chain_equals_the_step_chain(synthetic, tmp_path):
     for fused, steps in zip(out, synthetic["calibrated"][:2]):
         a, b = read_frame(fused), read_frame(steps)
         assert np.allclose(a.data, b.data, rtol=1e-5, atol=1e-3)
-        assert np.allclose(a.uncertainty.array, b.uncertainty.array, rtol=1e-5, atol=1e-3)
+        # uncertainty planes are stored quantised (relative precision 1e-3 a write): the
+        # step chain writes and re-reads them six times, the one-pass chain once
+        assert np.allclose(a.uncertainty.array, b.uncertainty.array, rtol=2e-3, atol=1e-3)
         assert np.array_equal(a.mask, b.mask)
         steps_a = [a.meta[k] for k in a.meta if k.startswith("ADSTEP")]
         assert steps_a == [b.meta[k] for k in b.meta if k.startswith("ADSTEP")]

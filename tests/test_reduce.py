@@ -86,7 +86,9 @@ def test_second_run_reuses_everything(hatp27_reduced):
     assert status == 0
     ratio = seconds / hatp27_reduced["seconds"]
     print(f"\nsecond run: {seconds:.1f} s = {100 * ratio:.1f} % of the first")
-    assert ratio <= 0.15
+    # the default run removes the sorted raw copies once calibrated (the 5x disk rule), so
+    # a second run sorts the night again (~9 s of its time) before reusing everything else
+    assert ratio <= 0.25
     assert hashlib.sha256(stack.read_bytes()).hexdigest() == before
     summary = json.loads((out / "results" / "summary.json").read_text())
     assert {"calibrate", "quality", "astrometry"} <= set(summary["reused"])

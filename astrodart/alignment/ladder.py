@@ -44,6 +44,7 @@ from astrodart.alignment.transforms import (
     _clipped_rms,
 )
 from astrodart.alignment.wcs import _wcs_map, celestial_wcs, transform_from_wcs
+from astrodart.sources.sep_measure import sep_positions
 from astrodart.sources.stars import find_stars, positions_of
 
 __all__ = [
@@ -54,12 +55,25 @@ __all__ = [
     "registration_offset",
 ]
 
+#: Fewer sep detections than this and the frame's stars come from the matched filter.
+_MIN_SEP_STARS = 12
+
 #: Alignment methods, in the default order of the ladder.
 METHODS = ("wcs", "stars", "fft")
 
 
 def _star_xy(data, mask, fwhm: float, max_stars: int) -> np.ndarray:
-    """Positions ``(n, 2)`` of the brightest stars, hot pixels and cosmic rays dropped."""
+    """Positions ``(n, 2)`` of the brightest stars, hot pixels and cosmic rays dropped.
+
+    sep's detection first (about 20x faster); a frame where it finds fewer than
+    :data:`_MIN_SEP_STARS` (faint or undersampled stars) goes through
+    :func:`~astrodart.sources.stars.find_stars` and its matched filter instead. The
+    reference and every frame go through this same function, so both lists come from
+    the same finder whenever the stars are plentiful.
+    """
+    xy = sep_positions(data, mask=mask, max_stars=max_stars)
+    if len(xy) >= _MIN_SEP_STARS:
+        return xy
     return positions_of(find_stars(data, fwhm, mask=mask, max_stars=max_stars, reject_sharp=True,
                                    border=3))
 

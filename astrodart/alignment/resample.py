@@ -3,7 +3,9 @@
 Two ways, both returning the resampled pixels and a footprint mask (True where the
 output is not covered by valid input pixels, the CCDData convention):
 :func:`warp_to_reference` through an affine :class:`~astrodart.alignment.transforms.PixelTransform`
-(``scipy.ndimage.affine_transform``, spline interpolation) and
+(OpenCV's ``warpAffine``, as Siril registers frames: bicubic convolution, Keys 1981, 10-20x
+faster than ``scipy.ndimage.affine_transform``'s cubic spline, which remains for the spline
+orders OpenCV lacks and for frames wider than its 32767-pixel limit) and
 :func:`reproject_to_reference` through two celestial WCSs (``reproject.reproject_interp``).
 Invalid input pixels are filled with the sky level before interpolation (so no NaN
 spreads) and invalidate the output pixels they touch.
@@ -66,7 +68,8 @@ def warp_to_reference(data, transform: PixelTransform, ref_shape: tuple[int, int
     mask : (ny, nx) bool array_like, optional
         True marks invalid input pixels; they invalidate the output pixels they touch.
     order : int
-        Spline order (0 nearest, 1 bilinear, 3 bicubic spline). Values are interpolated
+        Interpolation order: 0 nearest, 1 bilinear, 3 bicubic (OpenCV's cubic convolution;
+        other orders: scipy's spline of that order). Values are interpolated
         (surface brightness is kept; flux per pixel scales by ``1/scale**2``).
 
     Returns
@@ -82,26 +85,52 @@ def warp_to_reference(data, transform: PixelTransform, ref_shape: tuple[int, int
     fill = _sky_fill(data, bad)
     src = np.where(bad, fill, data)
     inv = transform.inverse().matrix
+    warp = _opencv_warp if _opencv_can(order, data.shape, ref_shape) else _scipy_warp
+    out = warp(src, inv, ref_shape, order, replicate=True)
+    # footprint: the reference pixels whose centres map inside the frame (nearest pixel)
+    inside = warp(np.ones(data.shape, np.float32), inv, ref_shape, 0, replicate=False)
+    invalid = inside < 0.5
+    if bad.any():
+        invalid |= warp(bad.astype(np.float32), inv, ref_shape, 1, replicate=False) > 0.01
+    out = out.astype(np.float32, copy=False)
+    out[invalid] = np.nan
+    return out, invalid
+
+
+#: OpenCV interpolation flag of each order it has (nearest, bilinear, bicubic convolution).
+_OPENCV_ORDERS = {0: "INTER_NEAREST", 1: "INTER_LINEAR", 3: "INTER_CUBIC"}
+
+
+def _opencv_can(order: int, shape, ref_shape) -> bool:
+    """Whether OpenCV can do this warp (its order, and sizes under its 32767-px limit)."""
+    if order not in _OPENCV_ORDERS or max(*shape, *ref_shape) >= 32767:
+        return False
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _opencv_warp(src, inv, ref_shape, order: int, replicate: bool) -> np.ndarray:
+    """``src`` resampled at ``inv @ (x, y)`` of every output pixel, with OpenCV."""
+    import cv2
+
+    flags = getattr(cv2, _OPENCV_ORDERS[order]) | cv2.WARP_INVERSE_MAP
+    border = cv2.BORDER_REPLICATE if replicate else cv2.BORDER_CONSTANT
+    ny, nx = ref_shape
+    return cv2.warpAffine(np.ascontiguousarray(src, np.float32), inv[:2].astype(np.float64),
+                          (int(nx), int(ny)), flags=flags, borderMode=border, borderValue=0.0)
+
+
+def _scipy_warp(src, inv, ref_shape, order: int, replicate: bool) -> np.ndarray:
+    """The same with ``scipy.ndimage.affine_transform`` (any spline order)."""
     # ndimage works in (row, col): swap x/y on both sides of the inverse map
     p = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]], float)
     m = p @ inv @ p
-    out = ndimage.affine_transform(src, m[:2, :2], offset=m[:2, 2], output_shape=tuple(ref_shape),
-                                   order=order, mode="nearest", prefilter=order > 1)
-    # footprint: exact bounds of the inverse-mapped reference pixel centres
-    ny, nx = ref_shape
-    gy, gx = np.mgrid[0:ny, 0:nx]
-    sx = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
-    sy = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
-    h, w = data.shape
-    invalid = (sx < -0.5) | (sx > w - 0.5) | (sy < -0.5) | (sy > h - 0.5)
-    if bad.any():
-        bad_w = ndimage.affine_transform(bad.astype(np.float32), m[:2, :2], offset=m[:2, 2],
-                                         output_shape=tuple(ref_shape), order=1, mode="constant",
-                                         cval=0.0, prefilter=False)
-        invalid |= bad_w > 0.01
-    out = out.astype(np.float32)
-    out[invalid] = np.nan
-    return out, invalid
+    return ndimage.affine_transform(src, m[:2, :2], offset=m[:2, 2], output_shape=tuple(ref_shape),
+                                    order=order, mode="nearest" if replicate else "constant",
+                                    cval=0.0, prefilter=order > 1)
 
 
 def reproject_to_reference(data, src_wcs, ref_wcs, ref_shape: tuple[int, int], mask=None,

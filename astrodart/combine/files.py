@@ -34,14 +34,17 @@ from astrodart import __version__
 from astrodart.combine.engine import CombineResult, combine_band
 from astrodart.combine.methods import Rejection, parse_method, parse_rejection
 from astrodart.combine.reading import _BandReader, _Input, _inspect_all
-from astrodart.frames.io import read_frame, write_hdulist
+from astrodart.frames.checks import check_files, check_number, header_text
+from astrodart.frames.io import FrameError, read_frame, write_hdulist
 
-__all__ = ["combine_files", "plan_band_rows"]
+__all__ = ["combine_files", "plan_band_rows", "check_resources", "MIN_MEMORY_LIMIT"]
 
 log = logging.getLogger("astrodart")
 
 #: Bytes reserved per reading/combining thread besides the band (engine scratch space).
 _FIXED_PER_THREAD = 24e6
+#: The smallest ``memory_limit`` (bytes) a combination accepts.
+MIN_MEMORY_LIMIT = 1e5
 _DROP_KEYS = (
     "SIMPLE",
     "BITPIX",
@@ -189,7 +192,7 @@ def _output_header(
             header["CLIPMAX"] = (rejection.max_value, "minmax: highest value kept (unscaled)")
     header["NREJECT"] = (int(nrej_total), "values rejected in total (see NREJECT HDU)")
     for i, inp in enumerate(inputs[:999], start=1):
-        header[f"IMCMB{i:03d}"] = inp.path.name[-68:]
+        header[f"IMCMB{i:03d}"] = header_text(inp.path.name)[-68:]
         if scale is not None:
             header[f"IMSCL{i:03d}"] = (float(scale[i - 1]), "scale factor applied")
         if weights is not None:
@@ -203,15 +206,43 @@ def _output_header(
     return header
 
 
-def _check_inputs(paths) -> list[Path]:
+def _check_inputs(paths, owner: str = "combine_files", name: str = "paths") -> list[Path]:
     if isinstance(paths, (str, os.PathLike)):
         raise TypeError(
-            f"paths must be a list of FITS files, not a single path ({paths!s}); wrap it in a list"
+            f"{owner}: {name} must be a list of FITS files, not a single path ({paths!s}); "
+            "wrap it in a list"
         )
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise ValueError("no files to combine")
-    return paths
+    return [Path(p) for p in check_files(name, paths, owner=owner, min_count=1, unique=True)]
+
+
+def check_resources(memory_limit, threads,
+                    owner: str = "combine_files") -> tuple[float, int | None]:
+    """Check the memory limit and thread count of a combination, at the call.
+
+    Parameters
+    ----------
+    memory_limit : float
+        Bytes; at least :data:`MIN_MEMORY_LIMIT`.
+    threads : int or None
+        At least 1 (None: the default).
+    owner : str
+        The call named in the message.
+
+    Returns
+    -------
+    tuple
+        ``(memory_limit, threads)`` as float and int (or None).
+
+    Raises
+    ------
+    TypeError, ValueError
+        A value that is not a number or out of range; the message names it.
+    """
+    memory_limit = check_number("memory_limit", memory_limit, minimum=MIN_MEMORY_LIMIT,
+                                owner=owner, unit="bytes")
+    threads = check_number("threads", threads, minimum=1, integer=True, allow_none=True,
+                           owner=owner)
+    return memory_limit, threads
 
 
 _COMBINE_FILES_ARGS = (
@@ -278,12 +309,15 @@ def _combine_bands(
     reader = _BandReader(inputs, rows, threads)
     band = np.empty((nframes, rows, nx), dtype)
     t_read = t_comb = 0.0
+    has_data = np.zeros(nframes, bool)  # inputs with a finite value so far
     try:
         with ThreadPoolExecutor(threads) as pool:
             for r0 in range(0, ny, rows):
                 r1 = min(ny, r0 + rows)
                 ta = time.perf_counter()
                 reader.read(pool, band[:, : r1 - r0], r0, r1)
+                if not has_data.all():  # usually settled by the first band
+                    has_data |= np.isfinite(band[:, : r1 - r0]).any(axis=(1, 2))
                 tb = time.perf_counter()
                 part = combine_band(band[:, : r1 - r0], method, scale=factors, weights=weights,
                                     rejection=rejection, threads=threads,
@@ -295,6 +329,10 @@ def _combine_bands(
                 t_comb += time.perf_counter() - tb
     finally:
         reader.close()
+    if not has_data.all():
+        empty = inputs[int(np.flatnonzero(~has_data)[0])].path
+        raise FrameError(empty, f"every pixel is NaN or infinite: no data to combine; leave "
+                                f"this frame out ({int((~has_data).sum())} such input(s))")
     return result, t_read, t_comb
 
 
@@ -410,6 +448,7 @@ def combine_files(
     """
     _unknown_kwargs("combine_files", unknown, _COMBINE_FILES_ARGS)
     paths = _check_inputs(paths)
+    memory_limit, threads = check_resources(memory_limit, threads)
     output_path = Path(output_path)
     method_key = parse_method(method)
     weights = _check_weights(weights, method_key, len(paths))

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
+from astrodart.frames.checks import check_number
 
 __all__ = [
     "CLIPPING_METHODS",
@@ -135,6 +135,8 @@ class Rejection:
             raise ValueError(
                 f"sigma-clipping spread {self.spread!r} unknown; use one of {_SPREADS}"
             )
+        for name in ("min_value", "max_value"):
+            check_number(name, getattr(self, name), allow_none=True)
         if self.minmax and self.min_value is None and self.max_value is None:
             raise ValueError("minmax clipping needs min_value and/or max_value")
         if (
@@ -145,22 +147,14 @@ class Rejection:
             raise ValueError(
                 f"minmax limits reversed: min_value={self.min_value} > max_value={self.max_value}"
             )
-        for name in ("nlow", "nhigh", "maxiters"):
-            value = getattr(self, name)
-            if int(value) != value or value < 0:
-                raise ValueError(f"{name}={value!r} must be a non-negative integer")
-        if self.spread_floor_box is not None:
-            box = self.spread_floor_box
-            if int(box) != box or box < 1:
-                raise ValueError(f"spread_floor_box={box!r} must be a positive integer")
-            if (self.center, self.spread) != ("median", "mad_std"):
-                raise ValueError("spread_floor_box needs center='median' and spread='mad_std'")
-        if self.maxiters < 1:
-            raise ValueError("maxiters must be >= 1")
+        for name, low in (("nlow", 0), ("nhigh", 0), ("maxiters", 1), ("spread_floor_box", 1)):
+            check_number(name, getattr(self, name), minimum=low, integer=True,
+                         allow_none=name == "spread_floor_box")
+        if self.spread_floor_box is not None and \
+                (self.center, self.spread) != ("median", "mad_std"):
+            raise ValueError("spread_floor_box needs center='median' and spread='mad_std'")
         for name in ("sigma_low", "sigma_high"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name}={value!r} must be a positive number of sigma")
+            check_number(name, getattr(self, name), minimum=0, exclusive=True, unit="sigma")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -271,18 +265,20 @@ def parse_rejection(
         Unknown clipping name or inconsistent settings (see :class:`Rejection`).
     """
     chosen = clipping_names(clipping)
+    count = {"minimum": 0, "integer": True}
+    sigma = {"minimum": 0, "exclusive": True, "unit": "sigma"}
     return Rejection(
         minmax="minmax" in chosen,
-        min_value=min_value,
-        max_value=max_value,
+        min_value=check_number("min_value", min_value, allow_none=True),
+        max_value=check_number("max_value", max_value, allow_none=True),
         extrema="extrema_clipping" in chosen,
-        nlow=int(nlow),
-        nhigh=int(nhigh),
+        nlow=check_number("nlow", nlow, **count),
+        nhigh=check_number("nhigh", nhigh, **count),
         sigclip="sigclip" in chosen,
-        sigma_low=float(sigma_low),
-        sigma_high=float(sigma_high),
+        sigma_low=check_number("sigma_low", sigma_low, **sigma),
+        sigma_high=check_number("sigma_high", sigma_high, **sigma),
         center=sigma_center,
         spread=sigma_spread,
-        maxiters=int(maxiters),
+        maxiters=check_number("maxiters", maxiters, minimum=1, integer=True),
         spread_floor_box=spread_floor_box if "sigclip" in chosen else None,
     )

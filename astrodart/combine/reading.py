@@ -28,6 +28,8 @@ import numpy as np
 from astropy import units as u
 from astropy.io import fits
 
+from astrodart.frames.checks import raw_saturation
+from astrodart.frames.header import FrameHeader
 from astrodart.frames.io import FrameError, _unit_from_header, image_hdu_index, read_header
 
 __all__: list[str] = []
@@ -66,6 +68,7 @@ class _Input:
     mask_index: int | None
     mask_offset: int | None
     mask_dtype: np.dtype | None
+    saturation: float | None = None  # raw integer data: values at or above are masked
 
 
 def _inspect(path) -> _Input:
@@ -122,6 +125,7 @@ def _inspect(path) -> _Input:
         mask_index=mask_index,
         mask_offset=mask_offset,
         mask_dtype=mask_dtype,
+        saturation=raw_saturation(header),
     )
 
 
@@ -203,6 +207,8 @@ class _Reader:
             else:
                 sec = self._astropy()[inp.hdu_index].section
                 out[...] = sec[r0:r1] if len(sec.shape) == 2 else sec[0, r0:r1]
+            if inp.saturation is not None:  # saturated raw pixels are left out
+                out[out >= inp.saturation] = np.nan
             if self.mask is not None:
                 out[self.mask.read(r0, r1, buf) != 0] = np.nan
             elif inp.mask_index is not None:
@@ -234,6 +240,13 @@ def _inspect_all(paths) -> list[_Input]:
         if inp.unit != first.unit:
             raise FrameError(
                 inp.path, f"unit {inp.unit} differs from {first.unit} of {first.path.name}"
+            )
+        binning = FrameHeader(inp.header, inp.path).binning
+        if binning != FrameHeader(first.header, first.path).binning:
+            raise FrameError(
+                inp.path, f"binning {binning} differs from "
+                f"{FrameHeader(first.header, first.path).binning} of {first.path.name}; combine "
+                "frames taken with one binning"
             )
     return inputs
 

@@ -22,16 +22,19 @@ Variants absorbed (all seen in real data, see ``../shared/data``):
 """
 from __future__ import annotations
 
+import math
 import re
-
-
+from typing import TYPE_CHECKING
 
 from astropy import units as u
-from astropy.coordinates import Angle, EarthLocation, SkyCoord
 from astropy.io import fits
 from astropy.time import Time, TimeDelta
 
+from astrodart.frames.checks import SATURATION_KEYS, raw_saturation
 from astrodart.frames.io import read_header
+
+if TYPE_CHECKING:  # astropy.coordinates (~0.3 s with astropy.table) loads in coord/location
+    from astropy.coordinates import EarthLocation, SkyCoord
 
 __all__ = [
     "FRAME_TYPES",
@@ -214,13 +217,21 @@ class FrameHeader:
     # -- exposure and detector ---------------------------------------------------------
     @property
     def exptime(self) -> float:
-        """Exposure time in seconds (required: raises :class:`MissingKeywordError`)."""
-        return self._float(self.EXPTIME_KEYS, "exposure time", True)
+        """Exposure time in seconds (required: raises :class:`MissingKeywordError`;
+        a negative or non-finite value raises :class:`HeaderValueError`)."""
+        return self._exptime(True)
 
     @property
     def exptime_or_none(self) -> float | None:
-        """Exposure time in seconds, or None if absent."""
-        return self._float(self.EXPTIME_KEYS, "exposure time", False)
+        """Exposure time in seconds, or None if absent (a negative value raises)."""
+        return self._exptime(False)
+
+    def _exptime(self, required: bool) -> float | None:
+        t = self._float(self.EXPTIME_KEYS, "exposure time", required)
+        if t is not None and not (t >= 0 and math.isfinite(t)):
+            raise HeaderValueError(self.path, self._first(self.EXPTIME_KEYS)[0], t,
+                                   "a usable exposure time (a finite number of seconds >= 0)")
+        return t
 
     @property
     def gain(self) -> float | None:
@@ -265,8 +276,14 @@ class FrameHeader:
     @property
     def saturation(self) -> float | None:
         """Saturation level of the raw data in ADU (``SATURATE``/``DATAMAX``/``MAXLIN``), or None."""
-        v = self._float(("SATURATE", "DATAMAX", "MAXLIN", "SATLEVEL"), "saturation level", False)
+        v = self._float(SATURATION_KEYS, "saturation level", False)
         return v if v and v > 0 else None
+
+    @property
+    def raw_saturation(self) -> float | None:
+        """Level at and above which raw integer pixels are saturated (see
+        :func:`astrodart.frames.checks.raw_saturation`); None for floating-point data."""
+        return raw_saturation(self.header)
 
     @property
     def pixel_scale(self) -> float | None:
@@ -364,6 +381,8 @@ class FrameHeader:
     def coord(self) -> SkyCoord | None:
         """Telescope pointing as an ICRS ``SkyCoord``, or None. Sexagesimal RA is in hours,
         decimal RA in degrees (the convention of the cameras seen)."""
+        from astropy.coordinates import Angle, SkyCoord
+
         for rk, dk in zip(self.RA_KEYS, self.DEC_KEYS):
             ra, dec = _clean(self.header.get(rk)), _clean(self.header.get(dk))
             if ra is None or dec is None:
@@ -394,6 +413,8 @@ class FrameHeader:
         Unsigned west longitudes are recognised from the keyword comment ('West') or the
         writing software (MicroObservatory's ``LONGITUD=110.88`` is 110.88 deg W).
         """
+        from astropy.coordinates import Angle, EarthLocation
+
         lk, lat = self._first(self.LAT_KEYS)
         ok, lon = self._first(self.LON_KEYS)
         if lat is None or lon is None:

@@ -12,22 +12,40 @@ Windows when source and destination share a file system).
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
-from astropy.nddata import CCDData, StdDevUncertainty
+if TYPE_CHECKING:  # astropy.nddata (with scipy, ~0.3 s) loads on a frame's first read/write
+    from astropy.nddata import CCDData
+
+from astrodart.frames.checks import (
+    MAX_NONFINITE_FRACTION,
+    FrameError,
+    NonFinitePixelsWarning,
+    check_2d,
+    check_pixels,
+    mask_saturated,
+    raw_saturation,
+)
+
+#: Header card counting the raw pixels at saturation that :func:`read_frame` masked.
+KW_SATURATED = "ADNSATUR"
 
 __all__ = [
     "FITS_SUFFIXES",
     "FrameError",
+    "KW_SATURATED",
+    "NonFinitePixelsWarning",
+    "MAX_NONFINITE_FRACTION",
     "is_fits_path",
     "find_fits",
     "image_hdu_index",
@@ -40,6 +58,7 @@ __all__ = [
     "remove_stale_temporaries",
     "is_complete_fits",
     "strip_fits_suffix",
+    "unique_stems",
 ]
 
 #: Extensions recognised as FITS images (case-insensitive, optionally ``.gz``, ``.bz2`` or ``.fz``).
@@ -47,23 +66,6 @@ FITS_SUFFIXES = (".fit", ".fits", ".fts")
 
 _FITS_RE = re.compile(r"\.(fit|fits|fts)(\.gz|\.bz2|\.fz)?$|\.fz$", re.IGNORECASE)
 _TMP_PREFIX = ".astrodart-tmp-"
-
-
-class FrameError(Exception):
-    """A frame could not be read or written; the message names the file and the problem.
-
-    Parameters
-    ----------
-    path : str or pathlib.Path
-        The file.
-    problem : str
-        What is wrong with it, e.g. ``"file is empty (0 bytes)"``.
-    """
-
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 def is_fits_path(path) -> bool:
@@ -98,6 +100,38 @@ def strip_fits_suffix(name: str) -> str:
         The name without the extension (``'a'``).
     """
     return _FITS_RE.sub("", name)
+
+
+def unique_stems(paths) -> dict[str, str]:
+    """Output stems of input frames, unique by construction.
+
+    Two inputs that share a name (``night1/frame.fits.gz`` and ``night2/frame.fits.gz``,
+    or ``a.fits`` and ``a.fits.gz``) would otherwise write one output over the other.
+    Those, and only those, get a stable suffix: six hex digits of a hash of their full
+    path, so that a re-run names them the same way.
+
+    Parameters
+    ----------
+    paths : iterable of str or pathlib.Path
+        The input files of one step run.
+
+    Returns
+    -------
+    dict
+        ``{str(path): stem}``; the stem is :func:`strip_fits_suffix` of the name, plus
+        ``'_' + hash`` where names collide.
+    """
+    import hashlib
+
+    stems = {str(p): strip_fits_suffix(Path(p).name) for p in paths}
+    owners: dict[str, set] = {}
+    for p, stem in stems.items():
+        owners.setdefault(stem, set()).add(os.path.abspath(p))
+    for p, stem in stems.items():
+        if len(owners[stem]) > 1:
+            digest = hashlib.sha1(os.path.abspath(p).encode()).hexdigest()[:6]
+            stems[p] = f"{stem}_{digest}"
+    return stems
 
 
 def find_fits(directory, recursive: bool = False) -> list[str]:
@@ -145,9 +179,14 @@ def image_hdu_index(hdul: fits.HDUList, path="<memory>") -> int:
     for i, hdu in enumerate(hdul):
         if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
             naxis = hdu.header.get("NAXIS", 0)
-            if naxis >= 2 and all(hdu.header.get(f"NAXIS{k}", 0) > 0 for k in range(1, naxis + 1)):
+            axes = [hdu.header.get(f"NAXIS{k}", 0) for k in range(1, naxis + 1)]
+            if naxis >= 2 and all(n > 0 for n in axes):
                 return i
-    raise FrameError(path, "no image data in any HDU (empty primary HDU and no image extension)")
+    tables = [h.name or str(i) for i, h in enumerate(hdul)
+              if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
+    what = f" (only table HDUs: {', '.join(tables)})" if tables else ""
+    raise FrameError(path, "no image data in any HDU (empty primary HDU and no image "
+                           f"extension){what}")
 
 
 def _open(path, **kwargs) -> fits.HDUList:
@@ -194,6 +233,7 @@ def read_header(path) -> fits.Header:
         try:
             idx = image_hdu_index(hdul, path)
             header = hdul[idx].header.copy()
+            check_2d(header, idx, path)
             if idx > 0:
                 for card in hdul[0].header.cards:
                     if card.keyword and card.keyword not in header and card.keyword not in (
@@ -253,6 +293,7 @@ def read_frame(path, unit=None, dtype=np.float32, default_unit="adu") -> CCDData
     FrameError
         Missing, empty, truncated or non-FITS file, or no image data.
     """
+    from astropy.nddata import CCDData, StdDevUncertainty  # lazy: header work need not pay it
     # plain files are memory-mapped and copied once into ``dtype`` (about half the CPU
     # of reading into a buffer and converting it); gzip files and scaled integer data
     # (BZERO/BSCALE/BLANK) cannot be mapped
@@ -262,6 +303,9 @@ def read_frame(path, unit=None, dtype=np.float32, default_unit="adu") -> CCDData
         hdul = _open(path, memmap=False)
     with hdul:
         idx = image_hdu_index(hdul, path)
+        check_2d(hdul[idx].header, idx, path)
+        level = raw_saturation(hdul[idx].header)  # before the data scale the header
+        may_hold_nan = level is None or "BLANK" in hdul[idx].header  # float, or BLANK ints
         uncertainty = mask = None
         try:
             data = np.array(hdul[idx].data, dtype=dtype)
@@ -277,6 +321,16 @@ def read_frame(path, unit=None, dtype=np.float32, default_unit="adu") -> CCDData
         header = read_header(path)
     for key in ("BZERO", "BSCALE"):
         header.remove(key, ignore_missing=True)
+    data = data.reshape(data.shape[-2:])  # singleton axes of a 1-plane cube
+    if may_hold_nan:
+        check_pixels(data, path)
+    if mask is not None and mask.shape != data.shape:
+        mask = mask.reshape(data.shape)
+    if uncertainty is not None and uncertainty.array.shape != data.shape:
+        uncertainty = StdDevUncertainty(uncertainty.array.reshape(data.shape))
+    mask, nsat = mask_saturated(data, mask, level)
+    if nsat:
+        header[KW_SATURATED] = (nsat, "raw pixels at saturation, masked at read")
     the_unit = u.Unit(unit) if unit is not None else _unit_from_header(header, default_unit)
     return CCDData(data, unit=the_unit, meta=header, uncertainty=uncertainty, mask=mask)
 
@@ -335,6 +389,12 @@ def atomic_output(path, overwrite: bool = True, fsync: bool = True):
     try:
         yield tmp
         _commit(tmp, path, fsync)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(exc.errno, f"{path}: no space left on the disk while writing it "
+                                     f"({exc.strerror or exc}); nothing was written there: free "
+                                     "space or choose another folder") from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -384,6 +444,8 @@ def write_frame(ccd: CCDData, path, overwrite: bool = False, dtype=np.float32,
                 fsync: bool = True) -> Path:
     """Write a :class:`CCDData` atomically, with ``UNCERT`` and ``MASK`` extensions if present.
 
+    The pixels are written lossless; the two extensions tile-compressed (``_plane_hdu``).
+
     Parameters
     ----------
     ccd : CCDData
@@ -402,6 +464,7 @@ def write_frame(ccd: CCDData, path, overwrite: bool = False, dtype=np.float32,
     pathlib.Path
         The path written.
     """
+    from astropy.nddata import StdDevUncertainty
     header = fits.Header(ccd.meta) if not isinstance(ccd.meta, fits.Header) else ccd.meta.copy()
     for key in ("BZERO", "BSCALE", "BLANK"):
         header.remove(key, ignore_missing=True)
@@ -415,10 +478,44 @@ def write_frame(ccd: CCDData, path, overwrite: bool = False, dtype=np.float32,
         uh = fits.Header()
         uh["UTYPE"] = ("StdDevUncertainty", "uncertainty is a standard deviation")
         uh["BUNIT"] = header["BUNIT"]
-        hdus.append(fits.ImageHDU(np.asarray(std.array, dtype=dtype), header=uh, name="UNCERT"))
+        hdus.append(_plane_hdu(np.asarray(std.array, dtype=dtype), "UNCERT", uh))
     if ccd.mask is not None:
-        hdus.append(fits.ImageHDU(np.asarray(ccd.mask, dtype=np.uint8), name="MASK"))
+        hdus.append(_plane_hdu(np.asarray(ccd.mask, dtype=np.uint8), "MASK"))
     return write_hdulist(fits.HDUList(hdus), path, overwrite=overwrite, fsync=fsync)
+
+
+def _deterministic_tile_gzip() -> None:
+    """Make astropy's gzip tile compression write no time stamp (once per process).
+
+    A tile that cannot be quantised (e.g. a constant uncertainty plane of a bias frame) is
+    gzip-compressed instead, as in cfitsio; ``gzip.compress`` puts the current time in
+    each tile's header, so the same plane written twice gave different bytes: re-runs
+    were not byte-identical and a frame's content identity changed with the clock. With
+    ``mtime=0`` the bytes depend only on the pixels (decompression ignores the field).
+    """
+    try:
+        from astropy.io.fits.hdu.compressed import _codecs
+    except ImportError:  # another astropy layout: tiles keep their time stamps
+        return
+    if getattr(_codecs.gzip_compress, "__name__", "") != "_gzip_no_mtime":
+        import gzip
+
+        def _gzip_no_mtime(data, compresslevel=9):
+            return gzip.compress(data, compresslevel=compresslevel, mtime=0)
+
+        _codecs.gzip_compress = _gzip_no_mtime
+
+
+def _plane_hdu(array: np.ndarray, name: str, header=None) -> fits.CompImageHDU:
+    """``UNCERT``/``MASK`` plane, Rice tile-compressed: the mask lossless (1k x 1k: 1 MB ->
+    20 kB), the uncertainty quantized to 1/16 of its tile's noise (relative error < 1e-3;
+    4.2 MB -> 0.9 MB), dithered from each tile's checksum (same plane, same bytes)."""
+    _deterministic_tile_gzip()
+    kw = {"compression_type": "RICE_1",
+          "tile_shape": (min(64, array.shape[0]), array.shape[-1])}
+    if array.dtype.kind == "f":
+        kw.update(quantize_level=16, dither_seed=-1)  # -1: DITHER_SEED_CHECKSUM
+    return fits.CompImageHDU(array, header=header, name=name, **kw)
 
 
 def remove_stale_temporaries(directory, names: Iterable[str] | None = None) -> list[str]:

@@ -1,13 +1,15 @@
 """Observatory locations, offline.
 
-A table of observatories shipped with astrodart (``astrodart/data/sites.json``: the
-common observatories of astropy's site registry, under astropy's keys and aliases, and
-the sites of the sample nights: Mt Stony Brook, Whipple Observatory / MicroObservatory,
-ESO La Silla, Feder Observatory), so that ``obs_location='Whipple Observatory'`` works
-without a network. Each entry says where its numbers come from (``source``). Names are
-matched case-insensitively, ignoring spaces and punctuation, against each site's key,
-name and aliases. Other names are looked up in astropy's site registry
-(:meth:`astropy.coordinates.EarthLocation.of_site`): from astropy's download cache when
+A table of observatories shipped with astrodart (``astrodart/data/sites.json``): every
+site of astropy's site registry (the astropy-data repository's
+``coordinates/sites.json``, which :meth:`astropy.coordinates.EarthLocation.of_site`
+downloads; astropy 8 ships only Greenwich), under astropy's keys, names and aliases and
+at astropy's coordinates, plus the sites of the sample nights (Mt Stony Brook, Whipple
+Observatory / MicroObservatory, ESO La Silla, Feder Observatory) and a few more, so that
+``obs_location='Whipple Observatory'`` works without a network. Each entry says where its
+numbers come from (``source``). Names are matched case-insensitively, ignoring spaces and
+punctuation, against each site's key, name and aliases. Other names are looked up in
+astropy's site registry (sites added upstream since): from astropy's download cache when
 it holds the registry, and over the network only when downloads are allowed (not with
 ``ASTRODART_OFFLINE=1``). An unknown name raises :class:`UnknownSiteError` listing the
 five closest known names.
@@ -122,7 +124,7 @@ def _norm(name: str) -> str:
 _INDEX: dict[str, Site] = {}
 _DISPLAY: dict[str, str] = {}  # normalised name -> name as written
 for _s in SITES:
-    for _n in (_s.key, _s.name, _s.name.split(" (")[0], *_s.aliases):
+    for _n in (_s.name, _s.name.split(" (")[0], *_s.aliases, _s.key):  # keys: often lower case
         _INDEX.setdefault(_norm(_n), _s)
         _DISPLAY.setdefault(_norm(_n), _n)
 
@@ -192,7 +194,8 @@ def site_location(name: str, online: bool = True) -> EarthLocation:
         except UnknownSiteException:
             reason = "not in astropy's registry either"
         except Exception as exc:  # URLError when offline without a cached registry, ...
-            reason = f"astropy's registry unavailable: {type(exc).__name__}"
+            reason = (f"astropy's registry unavailable: {type(exc).__name__}" if download
+                      else "astropy's registry not in its cache, ASTRODART_OFFLINE set")
     else:
         reason = "astropy's registry not consulted"
     close = closest_sites(name)

@@ -24,7 +24,7 @@ from astrodart import calibration as cal
 from astrodart.calibration.base import CalibrationError, CalibrationWarning
 from astrodart.exceptions import warn
 from astrodart.frames.header import FrameHeader
-from astrodart.frames.io import read_frame, read_header
+from astrodart.frames.io import _unit_from_header, read_frame, read_header
 from astrodart.pipeline.step import Step, check_kwargs
 
 __all__ = ["CalibrationStep", "load_master", "KW_NONFINITE", "PathLike", "Files", "Overwrite"]
@@ -303,6 +303,12 @@ def _check_master(step_name: str, master_path: str, what: str, files: Sequence[s
         except Exception:
             continue
         _compare_geometry(step_name, master_path, what, mh, f, fh)
+        mu, fu = _unit_from_header(mh, "adu"), _unit_from_header(fh, "adu")
+        if what in ("master bias", "master dark") and mu != fu:
+            raise CalibrationError(
+                f"{step_name}: {what} {master_path} is in {mu} but {f} is in {fu}; apply "
+                "gain_correction to both or to neither"
+            )
         return
 
 

@@ -356,6 +356,16 @@ class calibration_chain(CalibrationStep):  # noqa: N801
         """
         return {"parts": [p.name for p in self.parts]}
 
+    def fingerprint_parameters(self):
+        """Every part's parameters: a change in any part makes the outputs stale.
+
+        Returns
+        -------
+        dict
+            ``{part name: its parameters}``, in the order applied.
+        """
+        return {p.name: p.fingerprint_parameters() for p in self.parts}
+
     def masters(self):
         """The masters of all parts, recorded in provenance.
 

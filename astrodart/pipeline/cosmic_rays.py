@@ -14,6 +14,7 @@ from astropy import units as u
 
 from astrodart import calibration as cal
 from astrodart.calibration.base import CalibrationError
+from astrodart.frames.checks import check_number
 from astrodart.pipeline.calibration_step import (
     CalibrationStep,
     Files,
@@ -39,7 +40,8 @@ class _CosmicStep(CalibrationStep):
     def __init__(self, wdir: PathLike, files: Files, overwrite: Overwrite = False, *,
                  gain: float | None = None, mask_file: PathLike | None = None, **engine):
         super().__init__(wdir, files, overwrite, **engine)
-        self.gain = gain
+        self.gain = check_number("gain", gain, minimum=0, exclusive=True, allow_none=True,
+                                 owner=type(self).__name__, unit="e-/ADU")
         self.mask_file = None if mask_file is None else _one_path(mask_file, "bad-pixel map")
 
     def masters(self):
@@ -123,13 +125,12 @@ class cosmic_ray_laplacian_correction(_CosmicStep):  # noqa: N801
         **engine,
     ):
         super().__init__(wdir, files, overwrite, gain=gain, mask_file=mask_file, **engine)
-        self.sigclip, self.sigfrac, self.objlim, self.niter = (
-            float(sigclip),
-            float(sigfrac),
-            float(objlim),
-            int(niter),
-        )
-        self.satlevel = satlevel
+        me, positive = "cosmic_ray_laplacian_correction", {"minimum": 0, "exclusive": True}
+        self.sigclip, self.sigfrac, self.objlim = (
+            check_number(n, v, owner=me, **positive)
+            for n, v in (("sigclip", sigclip), ("sigfrac", sigfrac), ("objlim", objlim)))
+        self.niter = check_number("niter", niter, minimum=1, integer=True, owner=me)
+        self.satlevel = check_number("satlevel", satlevel, allow_none=True, owner=me, **positive)
 
     def parameters(self):
         """The options recorded in provenance and the run log.
@@ -225,8 +226,13 @@ class cosmic_ray_median_correction(_CosmicStep):  # noqa: N801
         **engine,
     ):
         super().__init__(wdir, files, overwrite, gain=gain, mask_file=mask_file, **engine)
-        self.mbox, self.rbox, self.gbox = int(mbox), int(rbox), int(gbox)
-        self.thresh, self.contrast = float(thresh), float(contrast)
+        me = "cosmic_ray_median_correction"
+        self.mbox, self.rbox, self.gbox = (
+            check_number(n, v, minimum=low, integer=True, owner=me, unit="px")
+            for n, v, low in (("mbox", mbox, 1), ("rbox", rbox, 0), ("gbox", gbox, 0)))
+        self.thresh, self.contrast = (
+            check_number(n, v, minimum=0, exclusive=True, owner=me)
+            for n, v in (("thresh", thresh), ("contrast", contrast)))
 
     def parameters(self):
         """The options recorded in provenance and the run log.

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from astrodart.combine.files import _check_inputs, _unknown_kwargs, combine_files
+from astrodart.combine.files import _check_inputs, _unknown_kwargs, check_resources, combine_files
 from astrodart.combine.methods import Rejection, parse_method, parse_rejection
+from astrodart.frames.checks import check_number, check_output_dir
 from astrodart.pipeline.options import parse_overwrite
 from astrodart.pipeline.runlog import find_log_path, log_event
 
@@ -144,11 +145,18 @@ class image_combination:
         **unknown,
     ) -> None:
         _unknown_kwargs("image_combination", unknown, _IMAGE_COMBINATION_ARGS)
-        self.wdir = Path(wdir)
-        self.files = _check_inputs(files)
+        self.wdir = check_output_dir("wdir", wdir, owner="image_combination")
+        self.files = _check_inputs(files, "image_combination", "files")
+        memory_limit, threads = check_resources(memory_limit, threads, "image_combination")
         self.output_name = str(output_name)
         self.overwrite = parse_overwrite(overwrite)
         self.remove_files = parse_overwrite(remove_files)
+        me, sigma = "image_combination", {"minimum": 0, "exclusive": True, "unit": "sigma"}
+        for n, v in (("minclip", minclip), ("maxclip", maxclip), ("low_thresh", low_thresh),
+                     ("high_thresh", high_thresh)):
+            check_number(n, v, allow_none=True, owner=me, **sigma)
+        for n, v in (("nlow", nlow), ("nhigh", nhigh)):
+            check_number(n, v, minimum=0, integer=True, allow_none=True, owner=me)
         sigma_low = _alias("minclip", minclip, "low_thresh", low_thresh)
         sigma_high = _alias("maxclip", maxclip, "high_thresh", high_thresh)
         self.kwargs = {

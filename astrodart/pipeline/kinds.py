@@ -11,21 +11,19 @@ in :mod:`astrodart.pipeline.step`).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from astropy.io import fits
-from astropy.nddata import CCDData
 
-from astrodart import __version__
+if TYPE_CHECKING:  # a type only: astropy.nddata (and scipy) load when a frame is read
+    from astropy.nddata import CCDData
+
 from astrodart.exceptions import warn
 from astrodart.frames.edit import edit_header_in_place
 from astrodart.frames.io import (
     read_header,
     remove_stale_temporaries,
-    strip_fits_suffix,
     write_frame,
 )
 from astrodart.pipeline.runlog import find_log_path
@@ -60,10 +58,11 @@ class ManyToOneStep(Step):
     Notes
     -----
     The output is reused only when its header's ``ADFPRINT`` equals the fingerprint of
-    this run (input names, parameters, masters, package version).
+    this run (the inputs' content, parameters, masters, package version).
     """
 
     capture_errors = False
+    unique_inputs = True
 
     def __init__(self, wdir, files: Sequence, output, overwrite=False, **engine):
         super().__init__(wdir, files, overwrite, **engine)
@@ -99,24 +98,6 @@ class ManyToOneStep(Step):
         """
         read_header(path)
 
-    def fingerprint(self, inputs: Sequence[str]) -> str:
-        """The fingerprint of a combination, stored as ``ADFPRINT``.
-
-        Parameters
-        ----------
-        inputs : sequence of str
-            The input files.
-
-        Returns
-        -------
-        str
-            SHA-1 (hex) of the step name, input names, parameters, masters and package version.
-        """
-        blob = json.dumps([self.name, [Path(p).name for p in inputs], self.parameters(),
-                           {k: Path(v).name for k, v in self.masters().items()},
-                           __version__], sort_keys=True, default=str)
-        return hashlib.sha1(blob.encode()).hexdigest()
-
     def tasks(self) -> list[Task]:
         """The one task of a combination.
 
@@ -126,21 +107,6 @@ class ManyToOneStep(Step):
             One task: every input in, :attr:`output` out.
         """
         return [Task(str(self.output), tuple(self.files), (str(self.output),))]
-
-    def is_done(self, task: Task) -> bool:
-        """Whether the output can be reused.
-
-        %(task_parameters)s
-
-        Returns
-        -------
-        bool
-            True when it could be reused as a one-to-one output (complete, no
-            ``overwrite``) and its ``ADFPRINT`` equals this run's :meth:`fingerprint`.
-        """
-        if not super().is_done(task):
-            return False
-        return read_header(task.outputs[0]).get("ADFPRINT") == self.fingerprint(task.inputs)
 
     def execute(self, task: Task) -> dict:
         """Check the inputs, combine those that pass, stamp and write the output.
@@ -172,7 +138,7 @@ class ManyToOneStep(Step):
                              f"{first[0]}: {first[1]}")
         result = self.combine(good)
         self.stamp(result, good)
-        result.meta["ADFPRINT"] = (self.fingerprint(task.inputs), "inputs+params hash")
+        self.seal(result, task.inputs)
         self.write(result, task.outputs[0])
         return {"inputs": len(good), "failed_inputs": failed}
 
@@ -249,7 +215,7 @@ class OneToManyStep(Step):
         list of pathlib.Path
             ``wdir / (prefix + name + '_' + label + suffix)`` in :attr:`labels` order.
         """
-        stem = self.prefix + strip_fits_suffix(Path(in_path).name)
+        stem = self.output_name(in_path)[: -len(self.suffix) or None]
         return [self.wdir / f"{stem}_{label}{self.suffix}" for label in self.labels]
 
     def tasks(self) -> list[Task]:
@@ -283,6 +249,7 @@ class OneToManyStep(Step):
             raise ValueError(f"{self.name}: split gave {sorted(parts)}, expected {list(self.labels)}")
         for label, out in zip(self.labels, task.outputs):
             self.stamp(parts[label], path)
+            self.seal(parts[label], task.inputs)
             write_frame(parts[label], out, overwrite=True, fsync=self.fsync_outputs)
         return {}
 
@@ -325,6 +292,7 @@ class InPlaceStep(Step):
     """
 
     reuse_outputs = False
+    writes_to_wdir = False
 
     def __init__(self, files: Sequence, *, dry_run: bool = False, executor="thread",
                  progress: bool = False, **engine):
@@ -415,6 +383,7 @@ class MeasuringStep(Step):
     """
 
     reuse_outputs = False
+    writes_to_wdir = False
     #: Create a run log when none exists near the files (False: append only to an
     #: existing log, for measurements that must not add files next to raw frames).
     new_log = True

@@ -11,10 +11,14 @@ from astropy.io import fits
 
 from astrodart import __version__
 from astrodart.calibration.base import CalibrationError
+from astrodart.exceptions import warn
+from astrodart.frames.checks import header_text
 from astrodart.frames.io import read_header
 from astrodart.pipeline.calibration_step import KW_NONFINITE
+from astrodart.pipeline.fingerprint import FINGERPRINT_CARD
 from astrodart.pipeline.kinds import ManyToOneStep
 from astrodart.pipeline.runlog import find_log_path, log_event
+from astrodart.pipeline.step import OutputRecomputedWarning
 
 __all__: list[str] = []
 
@@ -32,7 +36,7 @@ def _reuse_master(out: Path, inputs: Sequence[str], what: str) -> bool:
     if not out.exists():
         return False
     recorded = _recorded_inputs(out)
-    wanted = [Path(f).name for f in inputs]
+    wanted = [header_text(Path(f).name) for f in inputs]
     if recorded and recorded != wanted:
         log.warning("%s: %s was made from other frames (%d recorded, %d given now); "
                     "rebuilding it", what, out, len(recorded), len(wanted))
@@ -47,7 +51,7 @@ def _record_inputs(
     header["ADMASTER"] = (frame_type, "astrodart master frame type")
     header["NCOMBINE"] = (len(files), "number of frames combined")
     for i, f in enumerate(files, 1):
-        header[f"IMCMB{i:03d}" if i < 1000 else f"IMCB{i:04d}"] = Path(f).name
+        header[f"IMCMB{i:03d}" if i < 1000 else f"IMCB{i:04d}"] = header_text(Path(f).name)
     header["ADCMETH"] = (settings.get("method"), "combine method")
     header["ADCCLIP"] = (str(settings.get("clipping")), "rejection method")
     for key, card in (
@@ -98,14 +102,29 @@ class _MasterStep(ManyToOneStep):
         self._record: dict = {}
 
     def reuse(self) -> bool:
-        """Whether the existing output is reused (default: made from the same inputs).
+        """Whether the existing output is reused (default: its fingerprint matches).
+
+        A master sealed by the engine is reused only when its fingerprint (the inputs'
+        content, settings, masters used, package version) equals this run's; otherwise
+        an :class:`~astrodart.pipeline.step.OutputRecomputedWarning` says what changed.
+        A master without one (an earlier astrodart) is reused when made from the same
+        input names.
 
         Returns
         -------
         bool
-            True: reuse it; False when absent or made from other frames (rebuilt).
+            True: reuse it; False when absent or made differently (rebuilt).
         """
-        return _reuse_master(self.output, self.files, self.name)
+        if not self.output.is_file():
+            return False
+        if FINGERPRINT_CARD not in fits.getheader(self.output):
+            return _reuse_master(self.output, self.files, self.name)
+        why = self.stale_reason(self.files, [str(self.output)])
+        if why is not None:
+            warn(f"{self.name}: {why}; rebuilt", OutputRecomputedWarning, item=str(self.output))
+            return False
+        log.info("%s: %s made from the same inputs and settings, reused", self.name, self.output)
+        return True
 
     def is_done(self, task) -> bool:
         """Reuse the output unless ``overwrite`` (see :meth:`reuse`).

@@ -18,8 +18,10 @@ from astropy.nddata import CCDData, StdDevUncertainty
 
 from astrodart import calibration as cal
 from astrodart.calibration.base import CalibrationError
+from astrodart.combine.files import check_resources
 from astrodart.combine.masters import MASTER_SIGCLIP_PASSES, combine_master, master_rejection
 from astrodart.combine.methods import CLIPPING_METHODS, ENGINE_METHODS
+from astrodart.frames.checks import check_number
 from astrodart.frames.header import FrameHeader
 from astrodart.frames.io import read_frame, read_header
 from astrodart.pipeline.calibrate import dark_for_exposure
@@ -128,15 +130,16 @@ class master_frame(_MasterStep):  # noqa: N801
                 f"master_frame: frame_type={frame_type!r}; use 'bias', 'dark', 'flat' or 'flatdark'"
             )
         self.method, self.clipping = combining_method, clipping_method
-        self.low, self.high, self.nlow, self.nhigh = (
-            float(minclip),
-            float(maxclip),
-            int(nlow),
-            int(nhigh),
-        )
-        self.vmin, self.vmax = minmax_clip_min, minmax_clip_max
+        me, sigma = "master_frame", {"minimum": 0, "exclusive": True, "unit": "sigma"}
+        self.low = check_number("minclip", minclip, owner=me, **sigma)
+        self.high = check_number("maxclip", maxclip, owner=me, **sigma)
+        self.nlow, self.nhigh = (check_number(n, v, minimum=0, integer=True, owner=me)
+                                 for n, v in (("nlow", nlow), ("nhigh", nhigh)))
+        self.vmin, self.vmax = (check_number(n, v, allow_none=True, owner=me) for n, v in
+                                (("minmax_clip_min", minmax_clip_min),
+                                 ("minmax_clip_max", minmax_clip_max)))
         self.frame_type = frame_type
-        self.memory_limit = float(memory_limit)
+        self.memory_limit = check_resources(memory_limit, None, me)[0]
 
     name = "master_frame"
 

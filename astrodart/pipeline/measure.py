@@ -19,6 +19,7 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from astrodart.exceptions import AstrodartWarning, warn
+from astrodart.frames.checks import check_number
 from astrodart.frames.header import FrameHeader
 from astrodart.frames.io import FrameError
 from astrodart.pipeline.kinds import MeasuringStep
@@ -103,11 +104,14 @@ class get_fwhm(MeasuringStep):
         paths = [files] if isinstance(files, (str, Path)) else list(files)
         wdir = Path(paths[0]).parent if paths else Path(".")
         super().__init__(wdir, paths, executor="serial", progress=False)
-        self.fwhm_guess = fwhm_guess
-        self.threshold = float(threshold)
-        self.max_stars = int(max_stars)
-        self.min_snr = float(min_snr)
-        self.saturation = saturation
+        me, positive = "get_fwhm", {"minimum": 0, "exclusive": True}
+        self.fwhm_guess = check_number("fwhm_guess", fwhm_guess, allow_none=True, owner=me,
+                                       unit="px", **positive)
+        self.threshold = check_number("threshold", threshold, owner=me, unit="sigma", **positive)
+        self.max_stars = check_number("max_stars", max_stars, minimum=1, integer=True, owner=me)
+        self.min_snr = check_number("min_snr", min_snr, owner=me, **positive)
+        self.saturation = check_number("saturation", saturation, allow_none=True, owner=me,
+                                       **positive)
         self.results: dict = {}
         self.pixel_scales: dict[str, float | None] = {}
 

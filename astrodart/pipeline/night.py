@@ -349,16 +349,14 @@ def _calibrate(run: _NightRun) -> None:
 def _quality(run: _NightRun) -> None:
     from astropy.table import vstack
 
-    from astrodart.pipeline.fingerprint import current_table, inputs_fingerprint, save_table
+    from astrodart.pipeline.fingerprint import table_of
     from astrodart.pipeline.measure import get_fwhm
     from astrodart.pipeline.quality import quality_table
 
     result = run.result
     files = [p for f in result.filters for p in result.calibrated[f]]
-    fingerprint = inputs_fingerprint("quality", files, {"filters": result.filters})
-    path = result.data_dir / "quality" / "quality.ecsv"
-    table = None if run.options.overwrite else current_table(path, fingerprint)
-    if table is None:
+
+    def measure():
         for f in result.filters:
             # one frame's FWHM sets the detection kernel; the quality table measures all
             run.guess[f] = get_fwhm(result.calibrated[f][:1],
@@ -367,9 +365,11 @@ def _quality(run: _NightRun) -> None:
         tables = [quality_table(result.calibrated[f], executor=run.pool,
                                 fwhm_guess=run.guess[f] if np.isfinite(run.guess[f]) else None)
                   for f in result.filters]
-        table = vstack(tables, metadata_conflicts="silent")
-        save_table(table, path, fingerprint)
-    else:
+        return vstack(tables, metadata_conflicts="silent")
+
+    table, reused = table_of(result.data_dir / "quality" / "quality.ecsv", "quality", files,
+                             {"filters": result.filters}, measure, run.options.overwrite)
+    if reused:
         run.reused.append("quality")
     result.quality = table
     rows = {str(r["file"]): float(r["fwhm"]) for r in result.quality}
@@ -390,6 +390,13 @@ def _align(run: _NightRun) -> None:
 
     opt, result = run.options, run.result
     chosen = result.filters
+    if not opt.overwrite:  # aligned frames removed once stacked (tidy): the stacks stand
+        from astrodart.pipeline.tidy import stacks_stand
+
+        result.stacks = stacks_stand(result.data_dir, chosen, result.calibrated)
+        if result.stacks:
+            run.reused.append("align")
+            return
     step = align([result.calibrated[f] for f in chosen], [run.dirs[f] for f in chosen],
                  result.reference_frame, opt.overwrite, methods=opt.align_methods, **run.engine)
     result.aligned = dict(zip(chosen, step.run()))
@@ -404,10 +411,10 @@ def _stack(run: _NightRun) -> None:
     from astrodart.pipeline.stack import stack
 
     opt, result = run.options, run.result
-    chosen = [f for f in result.filters if result.aligned.get(f)]
+    chosen = [f for f in result.filters if result.aligned.get(f) and f not in result.stacks]
     stacks = stack([result.aligned[f] for f in chosen], chosen, result.data_dir / "stacks",
                    combining_method="median", quality=result.quality, overwrite=opt.overwrite)
-    result.stacks = {f: s for f, s in zip(chosen, stacks) if s is not None}
+    result.stacks.update({f: s for f, s in zip(chosen, stacks) if s is not None})
     fw = get_fwhm(list(result.stacks.values()), saturation=result.saturation)
     result.stack_fwhm = dict(zip(result.stacks, fw.estimate_fwhm()))
 

@@ -6,11 +6,14 @@ Used by :data:`astrodart.pipeline.night.NIGHT_STEPS`; each frame is solved by
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
 
 from astropy.table import Table
+
+from astrodart.pipeline.executors import map_tasks
 
 __all__ = ["astrometry_step", "BLIND_TIME_LIMIT"]
 
@@ -29,17 +32,14 @@ def astrometry_step(run) -> None:
     run : astrodart.pipeline.night._NightRun
         The run's state (result with calibrated frames, reference frame and FWHM guess).
     """
-    from astrodart.pipeline.fingerprint import current_table, inputs_fingerprint, save_table
+    from astrodart.pipeline.fingerprint import table_of
 
     result = run.result
     files = [p for f in result.filters for p in result.calibrated[f]]
-    fingerprint = inputs_fingerprint("astrometry", files, {"reference": result.reference_frame})
-    path = result.data_dir / "quality" / "astrometry.ecsv"
-    table = None if run.options.overwrite else current_table(path, fingerprint)
-    if table is None:
-        table = _solve_night(run, files)
-        save_table(table, path, fingerprint)
-    else:
+    table, reused = table_of(result.data_dir / "quality" / "astrometry.ecsv", "astrometry",
+                             files, {"reference": result.reference_frame},
+                             lambda: _solve_night(run, files), run.options.overwrite)
+    if reused:
         run.reused.append("astrometry")
     result.astrometry = table
 
@@ -71,9 +71,11 @@ def _solve_night(run, files: list) -> Table:
              "position": (float(first["center_ra"][0]), float(first["center_dec"][0]))}
     n_chunks = max(1, getattr(pool, "_max_workers", None) or os.cpu_count() or 1)
     size = max(1, -(-len(rest) // n_chunks))
-    jobs = [pool.submit(_solve_frames, str(result.data_dir), rest[k:k + size], guess,
-                        run.options.overwrite, hints) for k in range(0, len(rest), size)]
-    return vstack([first] + [j.result() for j in jobs])
+    solve = functools.partial(_solve_frames, str(result.data_dir), fwhm=guess,
+                              overwrite=run.options.overwrite, hints=hints)
+    # map_tasks: Ctrl-C or SIGTERM ends the night's workers at once
+    return vstack([first] + map_tasks(solve, [rest[k:k + size] for k in range(0, len(rest), size)],
+                                      pool))
 
 
 def _solve_frames(data_dir: str, files: list, fwhm: float, overwrite: bool,

@@ -3,7 +3,8 @@
 :class:`data_organiser` copies ``uncal_data/YYMMDD/*`` (or the frames of a
 :class:`astrodart.pipeline.survey.NightSurvey`, any layout) into
 ``reduced_data/YYMMDD/<target>/`` sorted by frame type, filter and exposure;
-:class:`get_directory` lists its folders and frames (also to resume). The data tree (see docs/ARCHITECTURE.md)::
+:class:`get_directory` (in :mod:`astrodart.pipeline.tree`) lists its folders and frames (also
+to resume). The data tree (see docs/ARCHITECTURE.md)::
 
     uncal_data/YYMMDD/*.fit[s][.gz]              raw night (only header_tools edits it)
     reduced_data/YYMMDD/<target>/bias/           copies of raw frames, sorted
@@ -18,9 +19,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import re
 import shutil
 from collections import Counter
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
+from astrodart.frames.checks import check_output_dir, header_text
 from astrodart.frames.header import (
     FrameHeader,
     HeaderValueError,
@@ -39,46 +39,29 @@ from astrodart.frames.header import (
 from astrodart.frames.io import (
     FrameError,
     atomic_output,
-    find_fits,
     image_hdu_index,
     is_fits_path,
     strip_fits_suffix,
 )
-from astrodart.pipeline.runlog import LOG_NAME, log_event
-from astrodart.pipeline.step import known_prefixes, parse_overwrite
+from astrodart.pipeline.runlog import LOG_NAME, SOURCES_MANIFEST, log_event
+from astrodart.pipeline.step import parse_overwrite
+
+# the tree's folders and its resume calls live in tree.py; exported here as before
+from astrodart.pipeline.tree import (
+    RESERVED_DIRS,
+    _dir_str,
+    folder_name,
+    get_directory,
+    group_dirname,
+    inside,
+    read_record,
+    write_record,
+)
 
 __all__ = ["data_organiser", "get_directory", "OrganiseReport", "group_dirname", "RESERVED_DIRS",
            "IMAGETYP_OF", "SOURCES_MANIFEST"]
 
 log = logging.getLogger("astrodart")
-
-#: Sub-folders of a target's reduction directory that are not calibrated-science filters.
-RESERVED_DIRS = ("bias", "dark", "flat", "flatdark", "object", "calibration", "quality",
-                 "aligned", "stacks", "photometry", "astrophotography", "figures", "notebooks")
-
-
-def _dir_str(path) -> str:
-    """AstroDART guides concatenate folder strings, so folders are returned with a trailing '/'."""
-    return str(Path(path)) + os.sep
-
-
-def group_dirname(value) -> str:
-    """Folder name for a filter or an exposure time.
-
-    Parameters
-    ----------
-    value : float or str
-        Exposure time in s (20.0 -> '20', 0.5 -> '0.5') or filter name ('Visible ' ->
-        'Visible'; characters unsafe in paths become '_').
-
-    Returns
-    -------
-    str
-        The folder name ('none' for an empty name).
-    """
-    if isinstance(value, (int, float)):
-        return f"{float(value):g}"
-    return re.sub(r"[^\w.+-]+", "_", str(value).strip()) or "none"
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
@@ -90,18 +73,16 @@ def _copy_atomic(src: Path, dest: Path) -> None:
 #: How a copy's header spells each decided type (FrameHeader.frame_type reads it back).
 IMAGETYP_OF = {"bias": "Bias Frame", "dark": "Dark Frame", "flat": "Flat Field",
                "flatdark": "Flat Dark", "light": "Light Frame"}
-#: Record of the copies made from a survey: destination -> source path, size, mtime, fixes.
-SOURCES_MANIFEST = ".astrodart_sources.json"
 
 
 def _write_fixed(src: Path, dest: Path, cards: dict, history: list) -> None:
     """Write a copy of ``src`` with header cards changed and HISTORY lines (pixels untouched)."""
     with fits.open(src) as hdul:       # the data are never accessed: raw integers stay as they are
         header = hdul[image_hdu_index(hdul, src)].header
-        for key, value in cards.items():
-            header[key] = value
+        for key, value in cards.items():   # FITS holds ASCII: 'Étoile' is written 'Etoile'
+            header[key] = header_text(value) if isinstance(value, str) else value
         for text in history:
-            header.add_history(f"astrodart data_organiser: {text}")
+            header.add_history(header_text(f"astrodart data_organiser: {text}"))
         with atomic_output(dest, overwrite=True, fsync=False) as tmp:
             hdul.writeto(tmp, output_verify="silentfix")
 
@@ -223,7 +204,12 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
         Night folder name, e.g. ``'180423'``.
     target : str
         Target name; object frames whose ``OBJECT`` matches it ignoring case, spaces,
-        '-' and '_' are taken ('hat-p-27' matches 'HAT-P-27' and 'HATP27').
+        '-' and '_' are taken ('hat-p-27' matches 'HAT-P-27' and 'HATP27'). It is also a
+        folder name: letters of any language and spaces are kept, but a ``date`` or
+        ``target`` with a path separator, a control character, or that is (or starts
+        with) ``'.'``/``'..'`` is REFUSED with a ValueError (``'../../../x'`` never writes
+        outside ``reduction_dir``). Names read from a survey's headers are made safe
+        instead (see :func:`astrodart.pipeline.tree.folder_name`).
     overwrite : bool or {'yes', 'no'}
         Copy again files already present in the tree.
     verbose : bool
@@ -232,6 +218,12 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
         Take the frames, their types, filters and exposures from this survey (any layout)
         instead of ``uncal_dir/date``; ``uncal_dir`` is then unused, ``date`` defaults to
         ``survey.night_date()`` and ``target`` to ``survey.target()``.
+
+    Raises
+    ------
+    ValueError
+        ``date`` and ``target`` both missing without a survey, or one of them is not a
+        safe folder name.
 
     Notes
     -----
@@ -245,7 +237,13 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
     uncompressed; the others are byte copies (compression kept). Two inputs of the same
     name in one destination get a short hash of their path relative to the night. A
     copy is reused only when :data:`SOURCES_MANIFEST` records it was made from the same
-    source path, size and modification time, with the same fixes.
+    source path, size and modification time, with the same fixes (with or without a
+    survey); ``get_directory`` takes its raw-frame lists from that record.
+
+    :meth:`run` checks before any work that the reduction folder is writable
+    (PermissionError otherwise) and that every copy stays inside it; the run log
+    (``astrodart_log.jsonl``) is written in ``reduction_dir/date/target/``, never beside
+    the raw frames.
     """
 
     def __init__(self, uncal_dir, reduction_dir, date=None, target=None, overwrite=False,
@@ -255,8 +253,14 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
         self.survey = survey
         self.uncal_dir = Path(uncal_dir) if uncal_dir is not None else None
         self.reduction_dir = Path(reduction_dir)
-        self.date = str(date if date is not None else survey.night_date()).strip("/")
-        self.target = str(target if target is not None else (survey.target() or "target"))
+        if date is not None:
+            self.date = folder_name(str(date).strip().strip("/"), "date")
+        else:
+            self.date = folder_name(survey.night_date(), "date", fix=True)
+        if target is not None:
+            self.target = folder_name(target, "target")
+        else:  # read from the headers: made safe rather than refused
+            self.target = folder_name(survey.target() or "target", "target", fix=True)
         self.overwrite = parse_overwrite(overwrite)
         self.verbose = verbose
         self.report: OrganiseReport | None = None
@@ -268,8 +272,20 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
         -------
         str
             ``reduction_dir/date/target/`` (with a trailing separator).
+
+        Raises
+        ------
+        ValueError
+            It would resolve outside ``reduction_dir`` (a symbolic link leading out).
         """
-        return _dir_str(self.reduction_dir / self.date / self.target)
+        root = self.reduction_dir / self.date / self.target
+        return _dir_str(inside(self.reduction_dir, root, f"date={self.date!r}, target={self.target!r}"))
+
+    def _start(self) -> Path:
+        """Checks before any work: the tree stays inside ``reduction_dir``, which is writable."""
+        dest_root = Path(self.get_directory())
+        check_output_dir("reduction_dir", dest_root, owner="data_organiser")
+        return dest_root
 
     def _destination(self, path: str, fh: FrameHeader, report: OrganiseReport):
         ftype = fh.frame_type
@@ -312,44 +328,33 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
         ------
         FileNotFoundError
             ``uncal_dir/date`` does not exist.
+        PermissionError
+            The reduction folder is read-only (checked before any work).
         """
+        dest_root = self._start()
         if self.survey is not None:
-            return self._run_survey()
+            return self._run_survey(dest_root)
         source = self.uncal_dir / self.date
         if not source.is_dir():
             raise FileNotFoundError(f"{source}: no such night folder (expected uncal_dir/date/ with raw FITS files)")
-        dest_root = Path(self.get_directory())
         report = OrganiseReport()
-        sorted_before = _surveyed_copies(dest_root)
+        manifest = read_record(dest_root / SOURCES_MANIFEST)
+        sorted_before = _surveyed_copies(dest_root, manifest)
         candidates = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
         for p in candidates:
-            if not is_fits_path(p):
-                if p.suffix.lower() not in (".md", ".txt", ".json", ".jsonl"):
-                    report.unclassified[str(p)] = "not a FITS file name (.fit/.fits/.fts[.gz])"
-                continue
-            try:
-                fh = FrameHeader.from_file(p)
-                where = self._destination(str(p), fh, report)
-            except FrameError as exc:
-                report.unreadable[str(p)] = exc.problem
-                continue
-            except (MissingKeywordError, HeaderValueError) as exc:
-                report.unclassified[str(p)] = str(exc).split(": ", 1)[-1]
-                continue
+            where = self._classify(p, report)
             if where is None:
                 continue
             key, sub = where
             report.counts[key] += 1
-            dest = dest_root / sub / p.name
+            dest = inside(dest_root, dest_root / sub / p.name, str(p))
+            rel = dest.relative_to(dest_root).as_posix()
             earlier = sorted_before.get((sub.as_posix(), p.name))
-            if earlier is not None and not self.overwrite:  # sorted by astrodart reduce
+            if earlier not in (None, rel) and not self.overwrite:  # sorted by astrodart reduce
                 report.reused.append(str(dest_root / earlier))
                 continue
-            if dest.exists() and not self.overwrite and dest.stat().st_size == p.stat().st_size:
-                report.reused.append(str(dest))
-                continue
-            _copy_atomic(p, dest)
-            report.copied.append(str(dest))
+            manifest[rel] = self._place(_Raw(p), dest, {}, [], manifest.get(rel), report)
+        write_record(dest_root / SOURCES_MANIFEST, manifest)
         self.report = report
         log_event(dest_root / LOG_NAME, step="data_organiser", source=str(source),
                   target=self.target, counts={f"{t}/{g}": n for (t, g), n in report.counts.items()},
@@ -361,6 +366,20 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
             print(report.table())
         return report
 
+    def _classify(self, p: Path, report: OrganiseReport):
+        """``(key, sub-folder)`` of a raw file, or None (left out, the reason in ``report``)."""
+        if not is_fits_path(p):
+            if p.suffix.lower() not in (".md", ".txt", ".json", ".jsonl"):
+                report.unclassified[str(p)] = "not a FITS file name (.fit/.fits/.fts[.gz])"
+            return None
+        try:
+            fh = FrameHeader.from_file(p)
+            return self._destination(str(p), fh, report)
+        except FrameError as exc:
+            report.unreadable[str(p)] = exc.problem
+        except (MissingKeywordError, HeaderValueError) as exc:
+            report.unclassified[str(p)] = str(exc).split(": ", 1)[-1]
+        return None
 
     def _plan(self, dest_root: Path, report: OrganiseReport) -> list:
         """(record, destination, header cards, history) for every frame of the survey."""
@@ -406,27 +425,22 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
         entry["dest_size"] = dest.stat().st_size
         return entry
 
-    def _run_survey(self) -> OrganiseReport:
+    def _run_survey(self, dest_root: Path) -> OrganiseReport:
         """:meth:`run` with the frames of a survey."""
-        dest_root = Path(self.get_directory())
         report = OrganiseReport(unreadable=dict(self.survey.unreadable),
                                 unclassified=dict(self.survey.unclassified),
                                 other_targets=dict(self.survey.other_targets))
-        manifest_path = dest_root / SOURCES_MANIFEST
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            manifest = {}
+        manifest = read_record(dest_root / SOURCES_MANIFEST)
         new = {}
         for rec, dest, cards, history in self._plan(dest_root, report):
+            dest = inside(dest_root, dest, str(rec.path))
             rel = dest.relative_to(dest_root).as_posix()
             new[rel] = self._place(rec, dest, cards, history, manifest.get(rel), report)
         for rel in sorted(set(manifest) - set(new)):      # our own earlier copies only
             if (dest_root / rel).exists():
                 (dest_root / rel).unlink()
                 report.removed.append(str(dest_root / rel))
-        with atomic_output(manifest_path, overwrite=True, fsync=False) as tmp:
-            tmp.write_text(json.dumps(new, indent=1, sort_keys=True))
+        write_record(dest_root / SOURCES_MANIFEST, new)
         self.report = report
         log_event(dest_root / LOG_NAME, step="data_organiser", source=str(self.survey.night),
                   layout=self.survey.layout, target=self.target,
@@ -440,161 +454,16 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
         return report
 
 
-def _surveyed_copies(dest_root: Path) -> dict:
-    """``(folder, source name) -> copy`` of a survey run's copies (renamed when decompressed
-    for a header fix), so a header-based run does not sort the same frame twice."""
-    try:
-        manifest = json.loads((dest_root / SOURCES_MANIFEST).read_text())
-    except (OSError, ValueError):
-        return {}
+@dataclass(frozen=True)
+class _Raw:
+    """A raw file of a header-based run, placed like a surveyed frame."""
+
+    path: Path
+
+
+def _surveyed_copies(dest_root: Path, manifest: dict) -> dict:
+    """``(folder, source name) -> copy`` of the recorded copies (a survey run's are renamed
+    when decompressed for a header fix), so a header-based run does not sort a frame twice."""
     return {(str(Path(rel).parent.as_posix()), Path(e["source"]).name): rel
-            for rel, e in manifest.items() if (dest_root / rel).exists()}
-
-
-# ---------------------------------------------------------------------------------------
-# get_directory
-# ---------------------------------------------------------------------------------------
-def _is_raw_copy(path: str) -> bool:
-    """True for frames copied by data_organiser, False for files written by steps
-    (which carry a step prefix such as 'trimmed_') or masters."""
-    try:  # the calibration steps register their output prefixes when their modules load
-        from astrodart.pipeline import calibrate, chain, cosmic_rays, prepare  # noqa: F401
-    except ImportError:
-        pass
-    name = Path(path).name
-    return not any(name.startswith(p) for p in known_prefixes()) and not name.lower().startswith("master")
-
-
-class get_directory:  # noqa: N801  (AstroDART's public name)
-    """Find the folders and files of a target's reduction tree.
-
-    Parameters
-    ----------
-    data_dir : str or pathlib.Path
-        ``reduced_data/YYMMDD/<target>/`` (trailing slash optional), as returned by
-        :meth:`data_organiser.get_directory`.
-
-    Notes
-    -----
-    Every method returns sorted lists; folders are strings ending with a separator
-    (AstroDART guides concatenate them). Frame lists hold the raw copies only (files
-    written by steps carry a prefix such as ``trimmed_`` and are left out).
-    """
-
-    def __init__(self, data_dir):
-        self.data_dir = Path(data_dir)
-
-    def _groups(self, kind: str, numeric: bool):
-        base = self.data_dir / kind
-        if not base.is_dir():
-            return [], [], []
-        groups = []
-        for d in base.iterdir():
-            if d.is_dir() and not d.name.startswith("."):
-                files = [f for f in find_fits(d) if _is_raw_copy(f)]
-                if files:
-                    label = float(d.name) if numeric else d.name
-                    groups.append((label, _dir_str(d), files))
-        groups.sort(key=lambda g: g[0])
-        return [g[1] for g in groups], [g[2] for g in groups], [g[0] for g in groups]
-
-    def bias(self) -> tuple[str, list[str]]:
-        """The bias frames.
-
-        Returns
-        -------
-        bias_dir : str
-            ``data_dir/bias/`` (with a trailing separator).
-        bias_files : list of str
-            The raw copies; empty when there are no bias frames.
-        """
-        d = self.data_dir / "bias"
-        return _dir_str(d), [f for f in find_fits(d) if _is_raw_copy(f)]
-
-    def dark(self) -> tuple[list[str], list[list[str]], list[float]]:
-        """The dark frames, one group per exposure time.
-
-        Returns
-        -------
-        dirs : list of str
-            One folder per exposure time (ending with a separator), sorted.
-        files : list of list of str
-            The raw copies in each folder.
-        groups : list
-            The exposure time of each folder (float, s).
-        """
-        return self._groups("dark", numeric=True)
-
-    def flatdark(self) -> tuple[list[str], list[list[str]], list[float]]:
-        """The darks taken for the flats, one group per exposure time.
-
-        Returns
-        -------
-        dirs : list of str
-            One folder per exposure time (ending with a separator), sorted.
-        files : list of list of str
-            The raw copies in each folder.
-        groups : list
-            The exposure time of each folder (float, s).
-        """
-        return self._groups("flatdark", numeric=True)
-
-    def flatfield(self) -> tuple[list[str], list[list[str]], list[str]]:
-        """The flat fields, one group per filter.
-
-        Returns
-        -------
-        dirs : list of str
-            One folder per filter (ending with a separator), sorted.
-        files : list of list of str
-            The raw copies in each folder.
-        groups : list
-            The filter of each folder (str).
-        """
-        return self._groups("flat", numeric=False)
-
-    def science(self) -> tuple[list[str], list[list[str]], list[str]]:
-        """The raw science (object) frames, one group per filter.
-
-        Returns
-        -------
-        dirs : list of str
-            One folder per filter (ending with a separator), sorted.
-        files : list of list of str
-            The raw copies in each folder.
-        groups : list
-            The filter of each folder (str).
-        """
-        return self._groups("object", numeric=False)
-
-    def science_final(self) -> tuple[list[str], list[list[str]], list[str]]:
-        """The calibrated science frames written by ``finalize_stage1``, to resume another day.
-
-        Returns
-        -------
-        directories : list of str
-            ``data_dir/<filter>/`` folders (with a trailing separator), sorted by filter.
-        files : list of list of str
-            The frames in each folder.
-        filters : list of str
-            The filter of each folder.
-        """
-        out = []
-        if self.data_dir.is_dir():
-            for d in self.data_dir.iterdir():
-                if d.is_dir() and d.name not in RESERVED_DIRS and not d.name.startswith("."):
-                    files = find_fits(d)
-                    if files:
-                        out.append((d.name, _dir_str(d), files))
-        out.sort()
-        return [o[1] for o in out], [o[2] for o in out], [o[0] for o in out]
-
-    def calibration(self) -> dict[str, str]:
-        """Master frames kept in ``data_dir/calibration/``.
-
-        Returns
-        -------
-        dict
-            ``{file name: path}``.
-        """
-        return {Path(f).name: f for f in find_fits(self.data_dir / "calibration")}
+            for rel, e in manifest.items()
+            if isinstance(e, dict) and "source" in e and (dest_root / rel).exists()}

@@ -14,6 +14,7 @@ from astropy import units as u
 
 from astrodart import calibration as cal
 from astrodart.calibration.base import CalibrationError
+from astrodart.frames.checks import check_number
 from astrodart.frames.header import FrameHeader
 from astrodart.pipeline.calibration_step import (
     CalibrationStep,
@@ -153,7 +154,8 @@ class overscan_correction(_RegionStep):  # noqa: N801
             str(region),
             overscan_axis,
             model,
-            int(degree),
+            check_number("degree", degree, minimum=0, maximum=10, integer=True,
+                         owner="overscan_correction"),
         )
 
     def parameters(self):
@@ -219,7 +221,10 @@ class deviation_calculation(CalibrationStep):  # noqa: N801
         **engine,
     ):
         super().__init__(wdir, files, overwrite, **engine)
-        self.ron, self.gain = ron, gain
+        me = "deviation_calculation"
+        self.ron = check_number("ron", ron, minimum=0, allow_none=True, owner=me, unit="e-")
+        self.gain = check_number("gain", gain, minimum=0, exclusive=True, allow_none=True,
+                                 owner=me, unit="e-/ADU")
 
     def parameters(self):
         """The options recorded in provenance and the run log.
@@ -308,7 +313,8 @@ class gain_correction(CalibrationStep):  # noqa: N801
         **engine,
     ):
         super().__init__(wdir, files, overwrite, **engine)
-        self.gain = gain
+        self.gain = check_number("gain", gain, minimum=0, exclusive=True, allow_none=True,
+                                 owner="gain_correction", unit="e-/ADU")
 
     def parameters(self):
         """The options recorded in provenance and the run log.

@@ -34,6 +34,7 @@ are close to 1 and a frame behind thin cloud at 0.6 lost 40 % of its light.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -51,7 +52,7 @@ from astrodart.sources.sep_measure import sep_measure
 from astrodart.alignment.matching import pair_stars
 from astrodart.frames.io import read_frame
 from astrodart.frames.header import FrameHeader, HeaderValueError, MissingKeywordError
-from astrodart.pipeline.executors import make_executor
+from astrodart.pipeline.executors import make_executor, map_tasks
 
 __all__ = [
     "QualityRules",
@@ -245,15 +246,8 @@ def quality_table(files: Sequence, *, rules: QualityRules | None = None,
     files = [str(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
     kwargs = dict(fwhm_guess=fwhm_guess, threshold=threshold, n_phot=n_phot)
     pool, owned = make_executor(executor, workers)
-    try:
-        if pool is None:
-            results = [_safe_quality(f, kwargs) for f in files]
-        else:
-            futures = [pool.submit(_safe_quality, f, kwargs) for f in files]
-            results = [fut.result() for fut in futures]
-    finally:
-        if owned:
-            pool.shutdown()
+    # map_tasks: Ctrl-C or SIGTERM ends the workers at once instead of waiting for every frame
+    results = map_tasks(functools.partial(_safe_quality, kwargs=kwargs), files, pool, owned)
     rows = [r for r, _ in results if r is not None]
     unreadable = {f: why for f, (r, why) in zip(files, results) if r is None}
     if not rows:

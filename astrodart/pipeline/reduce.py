@@ -21,6 +21,7 @@ night folder is refused).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -243,24 +244,44 @@ def reduce(options: ReduceOptions, echo=print) -> ReduceRun:
     for line in notes:
         echo(line)
     out.mkdir(parents=True, exist_ok=True)
-    _write_manifest(out, date, target)
-    steps = _selected(parsed["steps"], options.redo, _product_steps(parsed, out))
-    transit_guess = False  # the transit step searches and fits (night_products)
-    run.result = reduce_night(
-        out, date, target, filters=options.filters or None, target_coord=coord,
-        comparisons=parsed["comparisons"], transit_guess=transit_guess,
-        saturation=options.saturation, cosmic_rays="lacosmic" if options.cosmics else None,
-        workers=options.workers, progress=options.progress, steps=steps,
-        interpolate_darks=options.interpolate_darks, gain=options.gain,
-        read_noise=options.read_noise, calibrated=_calibrated_lights(options, survey),
-        site=parsed["site"],
-        stack=options.stack, survey=survey, target_xy=parsed["target_xy"],
-        lightcurve_aperture=options.aperture)
-    run.result.timings = {"survey": t_survey, **run.result.timings}
-    from astrodart.pipeline.reduce_summary import finish
+    with _sole_run(out):
+        _write_manifest(out, date, target)
+        steps = _selected(parsed["steps"], options.redo, _product_steps(parsed, out))
+        if options.keep_intermediate or (options.redo and "stack" in parsed["steps"]):
+            from astrodart.pipeline.tidy import forget_removed
 
-    finish(run, out, notes, time.perf_counter() - t0, echo)
+            forget_removed(out)  # aligned frames removed by an earlier run are made again
+        run.result = reduce_night(
+            out, date, target, filters=options.filters or None, target_coord=coord,
+            comparisons=parsed["comparisons"], transit_guess=False,  # the transit step fits
+            saturation=options.saturation, cosmic_rays="lacosmic" if options.cosmics else None,
+            workers=options.workers, progress=options.progress, steps=steps,
+            interpolate_darks=options.interpolate_darks, gain=options.gain,
+            read_noise=options.read_noise, calibrated=_calibrated_lights(options, survey),
+            site=parsed["site"],
+            stack=options.stack, survey=survey, target_xy=parsed["target_xy"],
+            lightcurve_aperture=options.aperture)
+        run.result.timings = {"survey": t_survey, **run.result.timings}
+        from astrodart.pipeline.reduce_summary import finish
+
+        finish(run, out, notes, time.perf_counter() - t0, echo)
     return run
+
+
+@contextlib.contextmanager
+def _sole_run(out: Path):
+    """Hold OUT's lock for the run: a second ``astrodart reduce`` on it refuses at once
+    (two runs writing one tree would each reuse the other's half-written products)."""
+    from astrodart.frames.locks import folder_lock
+
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(folder_lock(out, timeout=0))
+        except TimeoutError:
+            raise RuntimeError(f"{out}: another astrodart reduce is running on this output "
+                               "folder; wait for it to finish or choose another --out "
+                               "(nothing was written)") from None
+        yield
 
 
 def _calibrated_lights(options: ReduceOptions, survey):

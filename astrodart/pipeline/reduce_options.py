@@ -96,9 +96,12 @@ class ReduceOptions:
         Clean cosmic rays; stack the aligned frames.
     png : bool
         PNG previews of the masters and of one calibrated frame per filter too.
-    remove_intermediate : bool
-        At the end, delete what later steps no longer need (aligned frames once
-        stacked, sorted raw copies once calibrated).
+    keep_intermediate : bool
+        Keep every intermediate file. By default a run ends by deleting what no product
+        needs (:func:`astrodart.pipeline.tidy.remove_intermediate`; a re-run remakes it
+        when needed): the aligned frames once stacked, the sorted copies of the raw
+        frames once calibrated; ``results/summary.json`` lists what went and how to get
+        it back.
     progress : bool
         Progress bars.
     """
@@ -133,8 +136,9 @@ class ReduceOptions:
     cosmics: bool = _opt(True, "clean cosmic rays (L.A.Cosmic)", flag="--no-cosmics")
     stack: bool = _opt(True, "stack the aligned frames", flag="--no-stack")
     png: bool = _opt(False, "PNG previews of masters and calibrated frames too")
-    remove_intermediate: bool = _opt(False, "delete aligned frames once stacked and sorted "
-                                            "raw copies once calibrated")
+    keep_intermediate: bool = _opt(False, "keep the aligned frames and the sorted raw copies "
+                                          "(by default deleted at the end once the stack and "
+                                          "the calibrated frames exist; a re-run remakes them)")
     progress: bool = _opt(True, "progress bars", flag="--no-progress", config=False)
 
     # -- checking --------------------------------------------------------------------
@@ -315,7 +319,8 @@ def read_config(path) -> dict:
     Returns
     -------
     dict
-        Field name -> value.
+        Field name -> value (the older ``remove_intermediate = B`` is read as
+        ``keep_intermediate = not B``).
 
     Raises
     ------
@@ -333,6 +338,8 @@ def read_config(path) -> dict:
     out = {}
     for key, value in data.items():
         name = key.replace("-", "_")
+        if name == "remove_intermediate":  # the older, opt-in spelling
+            name, value = "keep_intermediate", not value
         if name not in names:
             raise UsageError(f"--config {str(path)!r}: unknown option {key!r}; the options "
                              f"are {', '.join(sorted(names))}")

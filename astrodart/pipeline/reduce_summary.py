@@ -242,6 +242,20 @@ def _masters_record(masters: dict) -> dict:
     return out
 
 
+def _tidy(run, out: Path) -> dict:
+    """Remove the intermediates (unless ``keep_intermediate``); the disk record of the run:
+    raw and OUT sizes, and what was removed with how to get it back."""
+    from astrodart.pipeline.tidy import folder_bytes, remove_intermediate
+
+    disk = {"keep_intermediate": bool(run.options.keep_intermediate)}
+    if not run.options.keep_intermediate:
+        disk["removed"] = remove_intermediate(out, raw_elsewhere=True).to_dict()
+    raw, used = folder_bytes(run.survey.night), folder_bytes(out)
+    disk.update(raw_MB=round(raw / 1e6, 1), out_MB=round(used / 1e6, 1),
+                ratio=round(used / raw, 2) if raw else None)
+    return disk
+
+
 def finish(run, out: Path, notes: list, seconds: float, echo=print) -> dict:
     """Write ``OUT/results/`` (quality, stacks, summary) and print the last screen.
 
@@ -272,12 +286,8 @@ def finish(run, out: Path, notes: list, seconds: float, echo=print) -> dict:
     products.update(_stacks(result, results))
     if run.options.png:
         products.update(_previews(result, results / "png"))
-    if run.options.remove_intermediate:
-        from astrodart.pipeline.tidy import remove_intermediate
-
-        removed, nbytes = remove_intermediate(out, raw_elsewhere=True)
-        notes.append(f"removed {len(removed)} intermediate files ({nbytes / 1e6:.0f} MB)")
     summary = _summary(run, notes, seconds, products)
+    summary["disk"] = _tidy(run, out)
     products["summary"] = results / "summary.json"
     summary["products"]["summary"] = str(products["summary"])
     _write_json(products["summary"], summary)
@@ -330,4 +340,24 @@ def last_screen(summary: dict) -> str:
             lines.append(f"transit: none detected ({t.get('reason', 'no significant dip')})")
     lines.append("products:")
     lines += [f"  {k:<16} {v}" for k, v in summary["products"].items()]
-    return "\n".join(lines)
+    return "\n".join(lines + _disk_lines(summary.get("disk")))
+
+
+def _disk_lines(disk: dict | None) -> list[str]:
+    """The last lines: what was removed and how to get it back, and the disk used."""
+    if not disk:
+        return []
+    from astrodart.pipeline.tidy import INTERMEDIATES
+
+    lines = []
+    for kind, d in (disk.get("removed") or {}).items():
+        verb = "hard-linked" if kind == "duplicate_masters" else "removed"
+        lines.append(f"{verb} {d['files']} {d['what'].split(' (')[0]} ({d['MB']:.0f} MB); to "
+                     f"get them back: {INTERMEDIATES[kind][1]}")
+    if disk.get("keep_intermediate"):
+        lines.append("intermediates kept (--keep-intermediate): aligned frames and sorted raw "
+                     "copies stay")
+    if disk.get("ratio") is not None:
+        lines.append(f"disk: OUT holds {disk['out_MB']:.0f} MB, {disk['ratio']:.1f} x the raw "
+                     f"night ({disk['raw_MB']:.0f} MB)")
+    return lines

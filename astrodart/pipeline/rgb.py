@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from astrodart.color.composite import (
     to_uint8,
     to_uint16,
 )
+from astrodart.frames.checks import check_number, check_path
 from astrodart.frames.io import atomic_output, read_frame
 from astrodart.pipeline.align import _option_names
 from astrodart.pipeline.step import check_kwargs
@@ -119,8 +121,15 @@ class rgb_image:  # noqa: N801  (AstroDART's public name)
             raise ValueError(f"rgb_image: register={register!r}; use 'auto', 'always' or 'never'")
         if isinstance(balance, str) and balance not in ("stars", "none"):
             raise ValueError(f"rgb_image: balance={balance!r}; use 'stars', 'none' or 3 factors")
+        for n, v in (("red_image", red_image), ("green_image", green_image),
+                     ("blue_image", blue_image)):
+            if isinstance(v, (str, os.PathLike)):  # a file: it must be there (arrays pass)
+                check_path(n, v, owner="rgb_image")
         self.images = (red_image, green_image, blue_image)
-        self.weights = np.array([red_stretch, green_stretch, blue_stretch], float)
+        self.weights = np.array([check_number(n, v, minimum=0, exclusive=True, owner="rgb_image")
+                                 for n, v in (("red_stretch", red_stretch),
+                                              ("green_stretch", green_stretch),
+                                              ("blue_stretch", blue_stretch))], float)
         self.stretch, self.Q, self.stretch_value = stretch, Q, stretch_value
         self.minimum, self.white = minimum, white
         self.balance_option, self.register, self.box_size = balance, register, box_size

@@ -11,10 +11,16 @@ from pathlib import Path
 
 from astrodart import __version__
 
-__all__ = ["LOG_NAME", "find_log_path", "log_event"]
+__all__ = ["LOG_NAME", "SOURCES_MANIFEST", "SCIENCE_MANIFEST", "find_log_path", "log_event"]
 
 #: Name of the JSON-lines run log kept in each target's reduction directory.
 LOG_NAME = "astrodart_log.jsonl"
+#: Record of the copies ``data_organiser`` made: destination -> source path, size, mtime, fixes.
+SOURCES_MANIFEST = ".astrodart_sources.json"
+#: Record of the calibrated science frames ``finalize_stage1`` put in ``<filter>/`` folders.
+SCIENCE_MANIFEST = ".astrodart_science.json"
+#: Files that mark a target's reduction directory (the log goes there).
+_TREE_FILES = (LOG_NAME, SOURCES_MANIFEST, SCIENCE_MANIFEST)
 
 
 def find_log_path(directory, existing_only: bool = False) -> Path | None:
@@ -31,13 +37,17 @@ def find_log_path(directory, existing_only: bool = False) -> Path | None:
     Returns
     -------
     pathlib.Path or None
-        The nearest existing ``astrodart_log.jsonl`` in ``directory`` or up to three
-        parents (the target's reduction directory made by ``data_organiser``), else
-        ``directory/astrodart_log.jsonl`` (None with ``existing_only``).
+        ``astrodart_log.jsonl`` of the nearest of ``directory`` and its three parents that
+        is a target's reduction directory (it holds the log or a record of
+        ``data_organiser`` or ``finalize_stage1``): the log lives in the reduction folder,
+        also when a step works in a sub-folder such as ``object/<filter>/``. Elsewhere (no
+        reduction tree), ``directory/astrodart_log.jsonl`` (None with ``existing_only``).
     """
     directory = Path(directory).resolve()
     for d in [directory, *list(directory.parents)[:3]]:
         if (d / LOG_NAME).exists():
+            return d / LOG_NAME
+        if not existing_only and any((d / name).exists() for name in _TREE_FILES):
             return d / LOG_NAME
     return None if existing_only else directory / LOG_NAME
 

@@ -33,6 +33,7 @@ from astropy.wcs import WCS
 from astrodart import __version__
 from astrodart.astrometry import solve as _solve
 from astrodart.exceptions import AstrodartWarning, warn
+from astrodart.frames.checks import check_files, check_number
 from astrodart.frames.header import FrameHeader
 from astrodart.frames.io import image_hdu_index, read_frame, read_header, write_hdulist
 from astrodart.pipeline.runlog import find_log_path, log_event
@@ -243,9 +244,7 @@ class astrometry:
                  time_limit: float = 20.0, sip_order: int = 2, threshold: float = 5.0,
                  max_stars: int = 100, overwrite: bool | str = False, online_timeout: float = 300.0,
                  request_timeout: float = 60.0, retries: int = 2, give_up_after: int | None = 3):
-        if isinstance(files, (str, Path)):
-            files = [files]
-        self.files = [str(f) for f in files]
+        self.files = check_files("files", files, owner="astrometry")
         self.directory = Path(directory) if directory else (
             Path(self.files[0]).parent if self.files else Path.cwd())
         self.api_key = api_key or None
@@ -259,20 +258,28 @@ class astrometry:
             self.fwhm = list(fwhm)
             if len(self.fwhm) != len(self.files):
                 raise ValueError(f"fwhm has {len(self.fwhm)} values for {len(self.files)} files")
+        me, positive = "astrometry", {"minimum": 0, "exclusive": True}
+        for i, f in enumerate(self.fwhm if fwhm is not None and not np.isscalar(fwhm) else [fwhm]):
+            check_number(f"fwhm[{i}]" if not np.isscalar(fwhm) else "fwhm", f, allow_none=True,
+                         owner=me, unit="px", **positive)
         self.index_dir = index_dir
-        self.pixel_scale = pixel_scale
-        self.scale_tolerance = float(scale_tolerance)
+        self.pixel_scale = check_number("pixel_scale", pixel_scale, allow_none=True, owner=me,
+                                        unit="arcsec/px", **positive)
+        self.scale_tolerance = check_number("scale_tolerance", scale_tolerance, maximum=1,
+                                            owner=me, **positive)
         self.position = _as_coord(position)
-        self.radius = radius
-        self.time_limit = float(time_limit)
-        self.sip_order = int(sip_order)
-        self.threshold = float(threshold)
-        self.max_stars = int(max_stars)
+        self.radius = check_number("radius", radius, allow_none=True, owner=me, **positive)
+        self.time_limit, self.threshold, self.online_timeout, self.request_timeout = (
+            check_number(n, v, owner=me, **positive) for n, v in (
+                ("time_limit", time_limit), ("threshold", threshold),
+                ("online_timeout", online_timeout), ("request_timeout", request_timeout)))
+        self.sip_order = check_number("sip_order", sip_order, minimum=0, maximum=5, integer=True,
+                                      owner=me)
+        self.max_stars = check_number("max_stars", max_stars, minimum=4, integer=True, owner=me)
         self.overwrite = parse_overwrite(overwrite)
-        self.online_timeout = float(online_timeout)
-        self.request_timeout = float(request_timeout)
-        self.retries = int(retries)
-        self.give_up_after = give_up_after
+        self.retries = check_number("retries", retries, minimum=0, integer=True, owner=me)
+        self.give_up_after = check_number("give_up_after", give_up_after, minimum=1,
+                                          integer=True, allow_none=True, owner=me)
         self.results: dict[str, _solve.SolveResult] = {}
         self._index_files = None
 

@@ -63,9 +63,12 @@ The kinds of step (each one method to write; the four beyond one-to-one live in
             return {"median": float(np.median(ccd.data))}
     median_level(wdir, files).run()                  # -> astropy Table, one row per frame
 
-One-to-one and one-to-many steps reuse outputs that exist; a many-to-one step reuses its
-output only when the fingerprint of its inputs, parameters, masters and package version
-(header keyword ``ADFPRINT``) matches; in-place and measuring steps always run.
+Every written frame carries the fingerprint of what made it (header ``ADFPRINT``: the
+content identity of its inputs and masters, the parameters and the package version;
+``ADPARAMS`` holds the parts), and an existing output is reused only when it matches.
+Otherwise it is recomputed and the run says why, once with a count ("trimmer in 100
+frames: region changed ('[1:512, 1:512]' -> '[1:256, 1:256]'); recomputed"). In-place
+and measuring steps always run.
 
 Speed: each frame is read and written once per step, by its worker; only paths and a
 small summary travel back. Outputs are not ``fsync``-ed one by one (that made workers
@@ -80,30 +83,30 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from astropy.io import fits
-from astropy.nddata import CCDData
+if TYPE_CHECKING:  # a type only: astropy.nddata (and scipy) load when a frame is read
+    from astropy.nddata import CCDData
 
 from astrodart import __version__
 from astrodart.exceptions import AstrodartWarning, capture, replay, warn, warning_tally
-from astrodart.frames.io import (
-    is_complete_fits,
-    read_frame,
-    remove_stale_temporaries,
-    strip_fits_suffix,
-    write_frame,
-)
+from astrodart.frames.checks import check_step_arguments, header_text
+from astrodart.frames.io import (is_complete_fits, read_frame, remove_stale_temporaries,
+                                 strip_fits_suffix, unique_stems, write_frame)
 from astrodart.pipeline.docsections import fill_docstrings
-from astrodart.pipeline.executors import _is_dask_client, make_executor, process_pool
+from astrodart.pipeline.executors import make_executor, map_tasks, process_pool
+from astrodart.pipeline.fingerprint import FingerprintedOutputs
 from astrodart.pipeline.options import check_kwargs, parse_overwrite
 from astrodart.pipeline.runlog import LOG_NAME, find_log_path, log_event
 
 __all__ = [
-    "Step", "Task", "StepReport", "FrameSkippedWarning", "known_prefixes",
+    "Step", "Task", "StepReport", "FrameSkippedWarning", "OutputRecomputedWarning",
+    "known_prefixes",
     # re-exported for the callers that import them from here
     "parse_overwrite", "check_kwargs", "make_executor", "process_pool", "find_log_path",
     "log_event", "LOG_NAME", "is_complete_fits",
@@ -128,6 +131,10 @@ def known_prefixes() -> list[str]:
 
 class FrameSkippedWarning(AstrodartWarning):
     """A frame failed in a step and was skipped; the rest of the batch went on."""
+
+
+class OutputRecomputedWarning(AstrodartWarning):
+    """An existing output was made from other inputs, parameters, masters or code: recomputed."""
 
 
 @dataclass(frozen=True)
@@ -210,9 +217,9 @@ def _run_one(step: "Step", task: Task):
 def _frame_independent(reason: str, key: str) -> str:
     """``reason`` with the frame's path and name replaced, so that one failure hitting
     many frames is counted as one kind of warning."""
-    for s in (key, Path(key).name):
+    for s in (key, Path(key).name):  # whole names only: "read a.fits" keeps "read"
         if s:
-            reason = reason.replace(s, "the frame")
+            reason = re.sub(rf"(?<![\w.-]){re.escape(s)}(?![\w.-])", "the frame", reason)
     return reason
 
 
@@ -226,7 +233,7 @@ def _tallied(run):
     return wrapper
 
 
-class Step:
+class Step(FingerprintedOutputs):
     """Base of every file-level step, and the one-to-one kind.
 
     A one-to-one subclass sets :attr:`name` and :attr:`prefix` and implements
@@ -269,6 +276,7 @@ class Step:
     reuse_outputs = True
     #: Catch a task's error, report and skip it (False: the error propagates).
     capture_errors = True
+    writes_to_wdir, unique_inputs = True, False  # wdir checked at the call; no input twice
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -280,13 +288,11 @@ class Step:
 
     def __init__(self, wdir, files: Sequence, overwrite=False, *, executor=None,
                  workers: int | None = None, progress: bool = True, log_path=None):
-        self.wdir = Path(wdir)
-        if isinstance(files, (str, Path)):
-            files = [files]
-        self.files = [str(f) for f in files]
+        self.wdir, self.files, self.workers = check_step_arguments(
+            type(self).__name__, wdir, files, workers, writes=self.writes_to_wdir,
+            unique=self.unique_inputs)
         self.overwrite = parse_overwrite(overwrite)
         self.executor = executor
-        self.workers = workers
         self.progress = progress
         self.log_path = Path(log_path) if log_path else None
         self.report: StepReport | None = None
@@ -371,9 +377,20 @@ class Step:
         Returns
         -------
         str
-            Prefix + input name without FITS/gz suffix + :attr:`suffix`.
+            Prefix + input name without FITS/gz suffix + :attr:`suffix`; inputs that
+            share a name get a stable suffix (:func:`astrodart.frames.io.unique_stems`).
         """
-        return self.prefix + strip_fits_suffix(Path(in_path).name) + self.suffix
+        stems = self.__dict__.get("_stems")
+        if stems is None or str(in_path) not in stems:
+            stems = self._stems = unique_stems(self.files)
+        stem = stems.get(str(in_path)) or strip_fits_suffix(Path(in_path).name)
+        return self.prefix + stem + self.suffix
+
+    def _source_name(self, in_path) -> str:
+        """The input's name in provenance; its full path when its name collides."""
+        stem = self.__dict__.get("_stems", {}).get(str(in_path))
+        plain = strip_fits_suffix(Path(in_path).name)
+        return str(in_path) if stem not in (None, plain) else Path(in_path).name
 
     # -- the kind: what a task is, how it runs, what run() returns -----------------
     def output_path(self, in_path: str) -> Path:
@@ -416,6 +433,7 @@ class Step:
         in_path, out_path = task.inputs[0], task.outputs[0]
         result = self.process(self.read(in_path), in_path)
         self.stamp(result, in_path)
+        self.seal(result, task.inputs)
         write_frame(result, out_path, overwrite=True, fsync=self.fsync_outputs)
         return self.summary(result)
 
@@ -427,18 +445,24 @@ class Step:
         Returns
         -------
         bool
-            True when ``overwrite`` is off and every output exists and is a complete FITS
-            file (a truncated one is logged and redone).
+            True when ``overwrite`` is off and every output exists, is a complete FITS
+            file (a truncated one is logged and redone) and carries this run's
+            :meth:`fingerprint` (otherwise an :class:`OutputRecomputedWarning` says what
+            changed, once per run with the number of frames).
         """
         if not (self.reuse_outputs and task.outputs and not self.overwrite):
             return False
         if not all(Path(o).exists() for o in task.outputs):
             return False
-        if all(is_complete_fits(o) for o in task.outputs):
-            return True
-        log.warning("%s: an output of %s is incomplete (truncated); redoing it", self.name,
-                    task.key)
-        return False
+        if not all(is_complete_fits(o) for o in task.outputs):
+            log.warning("%s: an output of %s is incomplete (truncated); redoing it",
+                        self.name, task.key)
+            return False
+        why = self.stale_reason(task.inputs, task.outputs)
+        if why is not None:
+            warn(f"{self.name}: {why}; recomputed", OutputRecomputedWarning, item=task.key)
+            return False
+        return True
 
     def result(self, tasks: list[Task], report: StepReport):
         """What :meth:`run` returns (override for another kind).
@@ -476,11 +500,11 @@ class Step:
         meta["ADVERS"] = (__version__, "astrodart version")
         params = self.parameters()
         text = ", ".join(f"{k}={v!r}" for k, v in params.items())
-        source = (Path(in_path).name if isinstance(in_path, (str, Path))
-                  else f"{len(in_path)} frames")
-        meta.add_history(f"astrodart {__version__} {self.name}({text}) on {source}")
+        source = (f"{len(in_path)} frames" if not isinstance(in_path, (str, Path))
+                  else self._source_name(in_path))
+        meta.add_history(header_text(f"astrodart {__version__} {self.name}({text}) on {source}"))
         for role, mpath in self.masters().items():
-            meta.add_history(f"astrodart {self.name} used {role}: {Path(mpath).name}")
+            meta.add_history(f"astrodart {self.name} used {role}: {header_text(Path(mpath).name)}")
 
     def log_target(self) -> Path | None:
         """The JSON-lines run log of this step.
@@ -504,6 +528,7 @@ class Step:
             return what their :meth:`result` says.
         """
         with warning_tally():
+            self._master_ids = None  # the masters may have changed since the last run
             tasks = self.tasks()
             self._prepare_folders(tasks)
             report = StepReport(self.name)
@@ -548,36 +573,23 @@ class Step:
                      FrameSkippedWarning, item=key, stacklevel=4)
 
     def _map(self, todo: list[Task]) -> list[tuple]:
+        """Run the tasks; an interrupt ends the workers and removes their temporaries."""
         if not todo:
             return []
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc=self.name, disable=not self.progress, leave=True)
-        results = []
         executor, owned = make_executor(self.executor, self.workers) if len(todo) > 1 else (None, False)
+        crashed = (lambda t, exc: (t.key, f"{type(exc).__name__}: {exc}", {}, [])  # a worker died
+                   ) if self.capture_errors else None
         try:
-            if executor is None:
-                for t in todo:
-                    results.append(_run_one(self, t))
-                    bar.update()
-            else:
-                # dask: pure=False, so that re-running a step is never served from the
-                # cluster's memory of an earlier identical call
-                extra = {"pure": False} if _is_dask_client(executor) else {}
-                futures = [executor.submit(_run_one, self, t, **extra) for t in todo]
-                for t, fut in zip(todo, futures):
-                    try:
-                        results.append(tuple(fut.result()))
-                    except Exception as exc:  # worker crash (e.g. killed process)
-                        if not self.capture_errors:
-                            raise
-                        results.append((t.key, f"{type(exc).__name__}: {exc}", {}, []))
-                    bar.update()
+            return [tuple(r) for r in map_tasks(functools.partial(_run_one, self), todo, executor,
+                                                owned, on_done=bar.update, on_crash=crashed)]
+        except BaseException:
+            self._prepare_folders(todo)  # the temporaries of the workers ended
+            raise
         finally:
             bar.close()
-            if owned:
-                executor.shutdown()
-        return results
 
 
 fill_docstrings(Step)  # its subclasses are filled by Step.__init_subclass__

@@ -56,7 +56,7 @@ from scipy.spatial import cKDTree
 from astrodart.sources._image import _as_mask, _cutouts
 from astrodart.sources.stars import GAUSSIAN_SIGMA_TO_FWHM
 
-__all__ = ["SepMeasurement", "adaptive_moments", "sep_measure"]
+__all__ = ["SepMeasurement", "adaptive_moments", "sep_measure", "sep_positions"]
 
 _PIXEL_VARIANCE = 1.0 / 12.0  # variance of a uniform 1-px box
 
@@ -154,17 +154,7 @@ def sep_measure(data: ArrayLike, *, mask: ArrayLike | None = None, threshold: fl
     """
     import sep
 
-    if not threshold or threshold <= 0:
-        raise ValueError(f"threshold must be a positive number of sigma, got {threshold!r}")
-    arr = _native(data)
-    m = _as_mask(mask, arr.shape)
-    bad = ~np.isfinite(arr) if m is None else (m | ~np.isfinite(arr))
-    if bad.all():
-        raise ValueError("sep_measure: no valid pixel in the image")
-    if bad.any():
-        arr = np.where(bad, np.float32(0.0), arr)
-    bw = max(8, min(int(box_size), *arr.shape))
-    bkg = sep.Background(arr, mask=bad if bad.any() else None, bw=bw, bh=bw, fw=3, fh=3)
+    arr, bad, bkg = _background(data, mask, threshold, box_size, "sep_measure")
     back = bkg.back()
     sub = arr - back
     det = _detect(sep, sub, bad, threshold * bkg.globalrms, minarea, arr, saturation,
@@ -173,6 +163,77 @@ def sep_measure(data: ArrayLike, *, mask: ArrayLike | None = None, threshold: fl
     fwhm, err, ell, n = _frame_values(stars)
     return SepMeasurement(float(bkg.globalback), float(bkg.globalrms), fwhm, err, ell, n,
                           det, back, stars)
+
+
+def sep_positions(data: ArrayLike, *, mask: ArrayLike | None = None, threshold: float = 5.0,
+                  max_stars: int = 50, minarea: int = 5, border: int = 3,
+                  box_size: int = 64) -> np.ndarray:
+    """Positions of the brightest clean detections of a frame (for matching star patterns).
+
+    The detection half of :func:`sep_measure` (sep's background mesh and ``sep.extract``,
+    about 0.03 s a 1024 x 1024 frame, against 0.3-0.6 s for
+    :func:`astrodart.sources.stars.find_stars`, which stays the finder for photometry:
+    it keeps undersampled and faint stars that a pattern match does not need).
+
+    Parameters
+    ----------
+    data : array_like, shape (ny, nx)
+        Image in data units.
+    mask : array_like of bool, shape (ny, nx), optional
+        True where pixels must be ignored (non-finite pixels are ignored too).
+    threshold : float
+        Detection threshold in units of the background's pixel rms (> 0).
+    max_stars : int
+        Return at most this many positions, brightest first.
+    minarea : int
+        Minimum number of pixels above threshold: 5 leaves out hot pixels and most
+        cosmic-ray hits left in a frame.
+    border : int
+        Drop detections closer than this to the edge, pixels.
+    box_size : int
+        Background mesh size, pixels.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, 2)
+        ``x, y`` (0-based barycentres), brightest first; blended, truncated or
+        deblended detections (sep flag set) left out.
+
+    Raises
+    ------
+    ValueError
+        ``data`` has no valid pixel or ``threshold`` is not positive.
+    """
+    import sep
+
+    arr, bad, bkg = _background(data, mask, threshold, box_size, "sep_positions")
+    sub = arr - bkg.back()
+    obj = _extract(sep, sub, threshold * bkg.globalrms, bad if bad.any() else None, minarea)
+    ny, nx = arr.shape
+    keep = ((obj["flag"] == 0) & (obj["x"] >= border) & (obj["y"] >= border)
+            & (obj["x"] < nx - border) & (obj["y"] < ny - border))
+    obj = obj[keep]
+    obj = obj[np.argsort(-obj["flux"], kind="stable")][:max_stars]
+    return np.column_stack([obj["x"], obj["y"]]).astype(float)
+
+
+def _background(data, mask, threshold, box_size: int, caller: str):
+    """Checked inputs and sep's background mesh: ``(image with bad pixels zeroed, bad-pixel
+    mask, sep.Background)``."""
+    import sep
+
+    if not threshold or threshold <= 0:
+        raise ValueError(f"threshold must be a positive number of sigma, got {threshold!r}")
+    arr = _native(data)
+    m = _as_mask(mask, arr.shape)
+    bad = ~np.isfinite(arr) if m is None else (m | ~np.isfinite(arr))
+    if bad.all():
+        raise ValueError(f"{caller}: no valid pixel in the image")
+    if bad.any():
+        arr = np.where(bad, np.float32(0.0), arr)
+    bw = max(8, min(int(box_size), *arr.shape))
+    bkg = sep.Background(arr, mask=bad if bad.any() else None, bw=bw, bh=bw, fw=3, fh=3)
+    return arr, bad, bkg
 
 
 def _detect(sep, sub, bad, thresh, minarea, raw, saturation, rms) -> Table:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from astrodart.combine.methods import CLIPPING_METHODS, COMBINE_METHODS
+from astrodart.frames.checks import check_choice
 from astrodart.ui.base import _Widget
 
 __all__ = [
@@ -34,12 +35,7 @@ _CLIP_FIELDS = {
 def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     if isinstance(value, str) and value.strip().lower() in ("none", ""):
         value = None
-    if isinstance(value, str):
-        value = value.strip().lower()
-    if value not in choices:
-        shown = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name}={value!r} is not known; use one of {shown}")
-    return value
+    return check_choice(name, value, choices)
 
 
 class CombinePicker(_Widget):
