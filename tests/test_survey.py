@@ -255,6 +255,14 @@ def test_organiser_keeps_same_name_frames_and_never_writes_raw(tmp_path):
     os.utime(night / "bias" / "a.fits", ns=(1, 1))
     third = data_organiser(None, tmp_path / "red", target="T1", survey=survey_night(night), verbose=False).run()
     assert [Path(p).parent.name for p in third.copied] == ["bias"]
+    # other pixels under the same name, size and time (as `cp -p` leaves them): copied again
+    with fits.open(night / "bias" / "a.fits", mode="update") as hdul:
+        hdul[0].data = hdul[0].data[::-1].copy()
+    os.utime(night / "bias" / "a.fits", ns=(1, 1))
+    again = data_organiser(None, tmp_path / "red", target="T1", survey=survey_night(night),
+                           verbose=False).run()
+    assert [Path(p).parent.name for p in again.copied] == ["bias"] and len(again.reused) == 3
+    before = _hashes(night)
     # a type changed by an override moves the copy: the old one is removed
     s4 = survey_night(night, frame_types={"flats/*": "light"})
     fourth = data_organiser(None, tmp_path / "red", target="T1", survey=s4, verbose=False).run()

@@ -36,6 +36,7 @@ from astrodart.frames.header import (
     normalise_frame_type,
     normalise_name,
 )
+from astrodart.frames.identity import content_id
 from astrodart.frames.io import (
     FrameError,
     atomic_output,
@@ -410,7 +411,7 @@ class data_organiser:  # noqa: N801  (AstroDART's public name)
         """Copy (or reuse) one frame; return its manifest entry."""
         st = rec.path.stat()
         entry = {"source": str(rec.path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                 "fixes": history}
+                 "content": content_id(rec.path), "fixes": history}  # same size+time: cp -p
         if (not self.overwrite and old and dest.exists()
                 and all(old.get(k) == v for k, v in entry.items())
                 and old.get("dest_size") == dest.stat().st_size):
