@@ -312,3 +312,24 @@ def assert_notebook_ran_cleanly(run, min_figures: int, min_png_bytes: int = 20_0
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
         assert png.stat().st_size > min_png_bytes, png
     return nb
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """ASTRODART_OFFLINE=1, and every attempt to open a connection is refused and recorded
+    (the list is checked empty after the test)."""
+    import socket
+    import urllib.request
+
+    tried = []
+
+    def refuse(*args, **kwargs):
+        tried.append(args)
+        raise OSError("no network in this test")
+
+    monkeypatch.setenv("ASTRODART_OFFLINE", "1")
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    yield tried
+    assert tried == [], "a site lookup tried the network"

@@ -11,8 +11,6 @@ download cache holds the live registry, it is checked too.
 from __future__ import annotations
 
 import json
-import socket
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -31,23 +29,6 @@ from astrodart.photometry.sites import (
 from astrodart.third_stage_photometry import get_site_coordinates
 
 REFERENCE = Path(__file__).parent / "data" / "astropy_sites.json"
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """ASTRODART_OFFLINE=1 and every connection refused (and recorded: checked empty)."""
-    tried = []
-
-    def refuse(*args, **kwargs):
-        tried.append(args)
-        raise OSError("no network in this test")
-
-    monkeypatch.setenv("ASTRODART_OFFLINE", "1")
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    yield tried
-    assert tried == [], "a site lookup tried the network"
 
 
 def _distance_m(a: EarthLocation, b: EarthLocation) -> float:

@@ -176,27 +176,6 @@ def test_unknown_site_lists_the_closest_names():
     assert closest_sites("Stony Brok", n=3)[0].lower() == "stony brook"
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """ASTRODART_OFFLINE=1, and every attempt to open a connection is refused and recorded
-    (the list is checked empty after the test)."""
-    import socket
-    import urllib.request
-
-    tried = []
-
-    def refuse(*args, **kwargs):
-        tried.append(args)
-        raise OSError("no network in this test")
-
-    monkeypatch.setenv("ASTRODART_OFFLINE", "1")
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    yield tried
-    assert tried == [], "a site lookup tried the network"
-
-
 @pytest.mark.parametrize(
     "name",
     ["Whipple Observatory", "whipple", "Fred Lawrence Whipple Observatory", "flwo", "FLWO",
