@@ -515,36 +515,37 @@ def _subtract_negative(env):
     return subtract_dark(env.out, env.lights + [bad], md, **Q).run()
 
 
+def _copies_without(env, sources, key):
+    """Copies of ``sources`` whose primary header has lost ``key``."""
+    frames = [env.copy(b) for b in sources]
+    for f in frames:
+        with fits.open(f, mode="update") as h:
+            del h[0].header[key]
+    return frames
+
+
+def _run_skipping(step):
+    """``step.run()`` with the per-frame skip warnings silenced (the error is the outcome)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FrameSkippedWarning)
+        return step.run()
+
+
 @case("gain missing everywhere", "gain_correction(frames without gain keyword, no gain=)",
       Raises(CalibrationError, r"no gain for .*pass gain="))
 def _no_gain(env):
-    frames = [env.copy(b) for b in env.bias[:2]]
-    for f in frames:
-        with fits.open(f, mode="update") as h:
-            del h[0].header["EGAIN"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FrameSkippedWarning)
-        return gain_correction(env.out, frames, **Q).run()
+    return _run_skipping(gain_correction(env.out, _copies_without(env, env.bias[:2], "EGAIN"), **Q))
 
 
 @case("read noise missing", "deviation_calculation(no RON keyword, no ron=)", Raises(CalibrationError, r"ron="))
 def _no_ron(env):
-    frames = [env.copy(b) for b in env.bias[:2]]
-    for f in frames:
-        with fits.open(f, mode="update") as h:
-            del h[0].header["RDNOISE"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FrameSkippedWarning)
-        return deviation_calculation(env.out, frames, **Q).run()
+    frames = _copies_without(env, env.bias[:2], "RDNOISE")
+    return _run_skipping(deviation_calculation(env.out, frames, **Q))
 
 
 @case("master without IMAGETYP", "master_frame(frames without IMAGETYP)", Raises(CalibrationError, r"IMAGETYP"))
 def _no_imagetyp(env):
-    frames = [env.copy(b) for b in env.bias]
-    for f in frames:
-        with fits.open(f, mode="update") as h:
-            del h[0].header["IMAGETYP"]
-    return master_frame(env.out, frames, "m.fits").run()
+    return master_frame(env.out, _copies_without(env, env.bias, "IMAGETYP"), "m.fits").run()
 
 
 # ------------------------------------------------------------------------------------
