@@ -30,6 +30,9 @@ __all__ = [
     "warning_tally",
     "capture",
     "replay",
+    "quiet",
+    "is_quiet",
+    "recorded",
 ]
 
 
@@ -78,6 +81,8 @@ def warn(message: str, category: type = AstrodartWarning, item: str | None = Non
     """
     if not (isinstance(category, type) and issubclass(category, AstrodartWarning)):
         raise TypeError(f"category={category!r}: must be a subclass of AstrodartWarning")
+    if is_quiet(category):
+        return
     stack = _tallies()
     if stack:
         kinds = stack[-1]
@@ -159,3 +164,83 @@ def replay(records) -> None:
     """
     for category, message, item in records:
         warn(message, category, item=item, stacklevel=3)
+
+
+# -- silencing and recording warnings, safe in threads ---------------------------------
+# warnings.catch_warnings swaps process-wide state (the filter list and the function that
+# shows a warning) and puts back what it saw on entry. Two threads whose blocks overlap
+# put it back out of order: a filter or a recorder of one block outlives it, and from
+# then on warnings are lost or land in the wrong frame's record (a truncated frame's
+# warning blamed on its neighbour). Python 3.11 has no thread-local warning state, so
+# these helpers make the blocks take turns on one lock (keep such blocks short: a WCS
+# parse, a header read), and silence astrodart's own warnings per thread without it.
+_WARNING_STATE = threading.RLock()
+
+
+def _silenced() -> list:
+    if not hasattr(_state, "silenced"):
+        _state.silenced = []
+    return _state.silenced
+
+
+def is_quiet(category: type) -> bool:
+    """Whether ``category`` is silenced by a :func:`quiet` block in this thread.
+
+    Parameters
+    ----------
+    category : type
+        A warning class.
+
+    Returns
+    -------
+    bool
+    """
+    return any(issubclass(category, c) for c in _silenced())
+
+
+@contextlib.contextmanager
+def quiet(*categories: type):
+    """Silence warnings of ``categories`` (default: all) in a block, safe in threads.
+
+    Astrodart's own warnings (subclasses of :class:`AstrodartWarning`) are silenced for
+    this thread only and the block runs concurrently with others. Any other category
+    (astropy's ``FITSFixedWarning``, numpy's ``RuntimeWarning``) needs the process-wide
+    filters of :func:`warnings.catch_warnings`: the block then holds one lock, so the
+    blocks of several threads run one after the other; keep them short.
+
+    Parameters
+    ----------
+    *categories : type
+        Warning classes; none means every warning.
+    """
+    categories = categories or (Warning,)
+    ours = all(issubclass(c, AstrodartWarning) for c in categories)
+    silenced = _silenced()
+    silenced.extend(categories)
+    try:
+        if ours:
+            yield
+        else:
+            with _WARNING_STATE, warnings.catch_warnings():
+                for category in categories:
+                    warnings.simplefilter("ignore", category)
+                yield
+    finally:
+        del silenced[-len(categories):]
+
+
+@contextlib.contextmanager
+def recorded():
+    """Record every warning raised in a block instead of showing it, safe in threads.
+
+    The block holds the lock :func:`quiet` uses, so another thread's warning cannot land
+    in this record (nor this block's in another's); keep it short, e.g. opening a file.
+
+    Yields
+    ------
+    list of warnings.WarningMessage
+        Filled as the block runs.
+    """
+    with _WARNING_STATE, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught

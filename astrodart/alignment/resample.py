@@ -12,12 +12,12 @@ spreads) and invalidate the output pixels they touch.
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 from scipy import ndimage
 
 from astrodart.alignment.transforms import PixelTransform
+from astrodart.exceptions import quiet
 
 __all__ = [
     "invalid_pixels",
@@ -165,8 +165,7 @@ def reproject_to_reference(data, src_wcs, ref_wcs, ref_shape: tuple[int, int], m
     bad = invalid_pixels(data, mask)
     fill = _sky_fill(data, bad)
     src = np.where(bad, fill, data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         out, foot = reproject_interp((src, src_wcs), ref_wcs, shape_out=tuple(ref_shape),
                                      order=order, return_footprint=True)
         invalid = ~(foot > 0.999) | ~np.isfinite(out)

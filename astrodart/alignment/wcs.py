@@ -8,12 +8,12 @@ stars of a catalogue are paired with detected stars through a WCS
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
 from astrodart.alignment.matching import crossmatch
 from astrodart.alignment.transforms import AlignmentError, PixelTransform, _rms, fit_affine
+from astrodart.exceptions import quiet
 
 __all__ = [
     "celestial_wcs",
@@ -40,8 +40,7 @@ def celestial_wcs(header_or_wcs):
     if header_or_wcs is None:
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet():
             w = header_or_wcs if isinstance(header_or_wcs, WCS) else WCS(header_or_wcs)
             if not w.has_celestial:
                 return None
@@ -84,8 +83,7 @@ def transform_from_wcs(src_wcs, ref_wcs, src_shape: tuple[int, int],
 
 
 def _wcs_map(src_wcs, ref_wcs, xy) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         world = src_wcs.pixel_to_world_values(xy[:, 0], xy[:, 1])
         x, y = ref_wcs.world_to_pixel_values(*world)
     return np.column_stack([np.asarray(x, float), np.asarray(y, float)])
@@ -116,8 +114,7 @@ def pair_with_catalog(wcs, xy, catalog, match_radius: float):
     paired = np.zeros(len(xy), bool)
     if len(xy) == 0 or len(catalog) == 0:
         return paired, catalog[:0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         cx, cy = wcs.world_to_pixel(catalog)
     cx, cy = np.atleast_1d(cx), np.atleast_1d(cy)
     finite = np.flatnonzero(np.isfinite(cx) & np.isfinite(cy))

@@ -44,6 +44,7 @@ from astrodart.astrometry.index import (
 )
 from astrodart.astrometry.result import SolveResult, _check_shape, _package_version, _xy_array
 from astrodart.astrometry.verify import _check_sip, verify_wcs
+from astrodart.exceptions import quiet
 
 __all__ = ["solve_in_process"]
 
@@ -256,8 +257,7 @@ def _accept_match(payload, xy, shape, match_radius, min_matched, sip_order, note
     if not solution.has_match():
         return "no match"
     match = solution.best_match()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
+    with quiet(FITSFixedWarning):
         wcs = match.astropy_wcs()
     cat = SkyCoord([s.ra_deg for s in match.stars] * u.deg,
                    [s.dec_deg for s in match.stars] * u.deg)

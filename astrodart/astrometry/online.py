@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
@@ -22,6 +21,7 @@ from numpy.typing import ArrayLike
 from astrodart.astrometry.index import _default_radius
 from astrodart.astrometry.result import SolveResult, _check_shape, _package_version, _xy_array
 from astrodart.astrometry.verify import verify_wcs
+from astrodart.exceptions import quiet
 
 __all__ = ["solve_online"]
 
@@ -129,8 +129,7 @@ def solve_online(xy: ArrayLike, shape: tuple[int, int], *, api_key: str | None =
                       f"attempts ({tried[-1] if tried else ''})")
     if not header:
         return failed("nova.astrometry.net found no solution")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
+    with quiet(FITSFixedWarning):
         wcs = WCS(fits.Header(header))
     if not wcs.has_celestial:
         return failed("nova.astrometry.net returned a header without a WCS")

@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from astrodart.astrometry.index import (
 )
 from astrodart.astrometry.result import SolveResult, _check_shape, _xy_array
 from astrodart.astrometry.verify import verify_wcs
+from astrodart.exceptions import quiet
 
 __all__ = ["solve_with_solve_field"]
 
@@ -166,8 +166,7 @@ def _command(exe, tmp: Path, shape, time_limit, sip_order, pixel_scale, scale_to
 
 def _read_solution(tmp: Path, out: str, xy, shape, match_radius):
     """``(wcs, index, logodds, verify_wcs(...))`` from solve-field's files and log."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
+    with quiet(FITSFixedWarning):
         wcs = WCS(fits.getheader(tmp / "solution.wcs"))
     m = re.search(r"solved with index (\S+?)\.?\s*$", out, re.MULTILINE)
     index = m.group(1) if m else None

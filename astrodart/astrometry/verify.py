@@ -6,7 +6,6 @@ solution only when the distortion it fits is statistically significant.
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 from astropy.coordinates import SkyCoord
@@ -16,6 +15,7 @@ from numpy.typing import ArrayLike
 
 from astrodart.alignment.wcs import pair_with_catalog
 from astrodart.astrometry.result import _check_shape, _xy_array
+from astrodart.exceptions import quiet
 
 __all__ = ["verify_wcs"]
 
@@ -60,8 +60,7 @@ def verify_wcs(wcs: WCS, xy: ArrayLike, catalog: SkyCoord, shape: tuple[int, int
 
 def _pair_residuals(wcs: WCS, xy: np.ndarray, sky: SkyCoord) -> np.ndarray:
     """Pixel distances between detected stars and their catalogue stars through ``wcs``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         cx, cy = wcs.world_to_pixel(sky)
     return np.hypot(np.asarray(cx) - xy[:, 0], np.asarray(cy) - xy[:, 1])
 
@@ -94,8 +93,7 @@ def _check_sip(wcs, n, rms, center, scale, note, xy, cat, shape, match_radius, m
     pxy = xy[ok]
     keep = np.ones(len(pxy), bool)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet():
             for _ in range(3):
                 tan = fit_wcs_from_points((pxy[keep, 0], pxy[keep, 1]), sky[keep],
                                           projection="TAN")

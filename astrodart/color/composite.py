@@ -21,7 +21,6 @@ Arrays are ``(ny, nx)`` per channel and ``(ny, nx, 3)`` for RGB, row 0 at the bo
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +28,7 @@ import numpy as np
 from astrodart.sources.background import estimate_background, sky_stats
 from astrodart.sources.psf import fwhm_of_stars
 from astrodart.sources.stars import find_stars, positions_of
+from astrodart.exceptions import quiet
 
 __all__ = [
     "STRETCHES",
@@ -136,8 +136,7 @@ def star_fluxes(channels, xy, radius: float, annulus: tuple[float, float] | None
         c = np.asarray(c, float)
         bad = ~np.isfinite(c)
         clean = np.where(bad, 0.0, c)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet():
             sky = np.asarray(ApertureStats(clean, an, mask=bad, sum_method="exact").median, float)
             phot = aperture_photometry(clean, ap)
             nbad = aperture_photometry(bad.astype(float), ap)["aperture_sum"]
@@ -414,8 +413,7 @@ def auto_stretch_parameters(r, g, b, sigmas=None) -> dict:
             v = c[np.isfinite(c)]
             sigmas.append(1.4826 * float(np.median(np.abs(v - np.median(v)))) if v.size else 0.0)
     sky = float(np.mean(sigmas)) or 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # pixels invalid in every channel
+    with quiet(RuntimeWarning):  # pixels invalid in every channel
         mean = np.nanmean(np.stack(chans), axis=0)
     v = mean[np.isfinite(mean)]
     white = float(np.percentile(v, 99.9)) if v.size else 10 * sky
@@ -470,8 +468,7 @@ def stretch_rgb(r, g, b, method: str = "lupton", minimum=None, stretch: float | 
     if method == "lupton":
         from astropy.visualization import make_lupton_rgb
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # 0/0 where the intensity is 0
+        with quiet(RuntimeWarning):  # 0/0 where the intensity is 0
             return make_lupton_rgb(*chans, minimum=minimum, stretch=stretch or auto["stretch"],
                                    Q=auto["Q"] if Q is None else Q, output_dtype=float)
     from astropy.visualization import AsinhStretch, LinearStretch, ManualInterval

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 from astropy.io import fits
 
+from astrodart.exceptions import recorded
 from astrodart.frames.io import FrameError, atomic_output, image_hdu_index
 from astrodart.frames.locks import folder_lock
 
@@ -227,8 +228,7 @@ def _file_length_problem(path: Path) -> str | None:
         except (OSError, EOFError, zlib.error) as exc:
             return f"corrupt or truncated gzip file ({type(exc).__name__}: {exc})"
         length = len(source.getbuffer())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded() as caught:  # thread-safe: a neighbour's warning is never ours
         try:
             with fits.open(source, memmap=False, lazy_load_hdus=False) as hdul:
                 idx = image_hdu_index(hdul, path)

@@ -16,7 +16,6 @@ import errno
 import os
 import re
 import uuid
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -27,6 +26,7 @@ from astropy.io import fits
 if TYPE_CHECKING:  # astropy.nddata (with scipy, ~0.3 s) loads on a frame's first read/write
     from astropy.nddata import CCDData
 
+from astrodart.exceptions import recorded
 from astrodart.frames.checks import (
     MAX_NONFINITE_FRACTION,
     FrameError,
@@ -222,8 +222,7 @@ def read_header(path) -> fits.Header:
     FrameError
         Missing, empty, truncated, unreadable or image-less file.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded() as caught:  # thread-safe: a neighbour's warning is never ours
         hdul = _open(path)
     truncated = [w for w in caught if "truncated" in str(w.message)]
     if truncated:
@@ -588,10 +587,8 @@ def is_complete_fits(path) -> bool:
     from astropy.utils.exceptions import AstropyUserWarning
 
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
-                ok = len(hdul) > 0
+        with recorded() as caught, fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+            ok = len(hdul) > 0
     except Exception:
         return False
     return ok and not any(

@@ -13,12 +13,12 @@ ApJ 683, 1076). The trapezoid is the usual approximation of a limb-darkened tran
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import optimize
+from astrodart.exceptions import quiet
 
 __all__ = ["trapezoid_model", "time_averaged_beta", "TransitFit", "fit_transit"]
 
@@ -431,8 +431,7 @@ class _TransitProblem:
         npar = len(p)
         chi2 = float(np.sum(self.resid(p) ** 2))
         dof = int(t.size - npar)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
+        with quiet(RuntimeWarning):
             try:
                 cov = np.linalg.pinv(best.jac.T @ best.jac)
             except np.linalg.LinAlgError:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from astrodart.alignment.ladder import METHODS, AlignmentResult, ReferenceFrame,
 from astrodart.alignment.transforms import AlignmentLimits, PixelTransform
 from astrodart.frames.io import FrameError, read_frame, read_header
 from astrodart.pipeline.step import Step, StepReport, check_kwargs, find_log_path, log_event, parse_overwrite
+from astrodart.exceptions import quiet
 
 __all__ = [
     "ALIGN_KEYWORDS",
@@ -95,8 +95,7 @@ def _aligned_header(header: fits.Header, ref: ReferenceFrame, ref_header: fits.H
         # the frame now lives on the reference grid: the reference's full WCS applies
         from astropy.wcs import WCS
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet():
             wcs_cards = WCS(ref_header).to_header(relax=True)
         # only the geometric cards: astropy also writes the reference's DATE-OBS/MJD-OBS,
         # which must not replace the frame's own time stamps

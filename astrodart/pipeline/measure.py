@@ -8,7 +8,6 @@ plate solution (or its nominal scale keywords).
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from astrodart.exceptions import AstrodartWarning, warn
+from astrodart.exceptions import AstrodartWarning, warn, quiet
 from astrodart.frames.checks import check_number
 from astrodart.frames.header import FrameHeader
 from astrodart.frames.io import FrameError
@@ -49,8 +48,7 @@ def frame_pixel_scale(fh: FrameHeader) -> float | None:
         From a celestial WCS in the header when there is one (a plate solution beats a
         nominal scale), else from the scale keywords; None if unknown.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         try:
             w = WCS(fh.header)
         except Exception:  # malformed WCS keywords: fall back to the scale keywords
@@ -142,8 +140,7 @@ class get_fwhm(MeasuringStep):
         row = {"pixel_scale": frame_pixel_scale(fh), "result": None}
         try:
             sat = self.saturation if self.saturation is not None else frame_saturation(fh, ccd.data)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NoStarsWarning)
+            with quiet(NoStarsWarning):
                 row["result"] = measure_fwhm(ccd.data, fwhm_guess=self.fwhm_guess,
                                              threshold=self.threshold, saturation=sat,
                                              max_stars=self.max_stars, min_snr=self.min_snr,

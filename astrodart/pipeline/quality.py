@@ -36,7 +36,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from astrodart.alignment.matching import pair_stars
 from astrodart.frames.io import read_frame
 from astrodart.frames.header import FrameHeader, HeaderValueError, MissingKeywordError
 from astrodart.pipeline.executors import make_executor, map_tasks
+from astrodart.exceptions import quiet
 
 __all__ = [
     "QualityRules",
@@ -96,8 +96,7 @@ class QualityRules:
 
 
 def _wcs_status(header) -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         try:
             has = WCS(header).has_celestial
         except Exception:  # malformed WCS keywords count as no WCS
@@ -164,8 +163,7 @@ def frame_quality(path: str | os.PathLike, *, fwhm_guess: float | None = None,
     wcs_status = _wcs_status(ccd.meta)
     header_wcs = None
     if wcs_status != "none":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet():
             header_wcs = WCS(ccd.meta).celestial
     scale = fh.pixel_scale
     if header_wcs is not None:
@@ -195,8 +193,7 @@ def _transparency(rows: list[dict], reference: int) -> tuple[np.ndarray, np.ndar
             continue
         if r["_wcs"] is not None and ref["_wcs"] is not None and i != reference:
             # through the sky: survives meridian flips and large pointing offsets
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with quiet():
                 sky = r["_wcs"].pixel_to_world(xy[:, 0], xy[:, 1])
                 px, py = ref["_wcs"].world_to_pixel(sky)
             xy = np.column_stack([px, py])

@@ -19,7 +19,6 @@ import logging
 import math
 import re
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from astropy.wcs import WCS
 
 from astrodart import __version__
 from astrodart.astrometry import solve as _solve
-from astrodart.exceptions import AstrodartWarning, warn
+from astrodart.exceptions import AstrodartWarning, warn, quiet
 from astrodart.frames.checks import check_files, check_number
 from astrodart.frames.header import FrameHeader
 from astrodart.frames.io import image_hdu_index, read_frame, read_header, write_hdulist
@@ -105,8 +104,7 @@ def has_astrodart_wcs(header: fits.Header) -> bool:
     """
     if "ASTSOLVR" not in header:
         return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         try:
             return WCS(header).has_celestial
         except Exception:  # malformed WCS keywords: treat as not solved

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,10 +23,10 @@ from astropy.table import Table
 from astrodart.alignment.correlation import fft_translation
 from astrodart.alignment.matching import match_stars
 from astrodart.alignment.transforms import AlignmentError, PixelTransform
-from astrodart.exceptions import AstrodartWarning, warn
+from astrodart.exceptions import AstrodartWarning, warn, quiet
 from astrodart.frames.io import FrameError, read_frame
 from astrodart.photometry.centroids import recentre
-from astrodart.sources.psf import fwhm_of_stars
+from astrodart.sources.psf import NoStarsWarning, fwhm_of_stars
 from astrodart.sources.stars import find_stars, positions_of
 
 __all__ = [
@@ -71,8 +70,7 @@ def frame_wcs(header):
         return None
     from astropy.wcs import WCS, FITSFixedWarning
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
+    with quiet(FITSFixedWarning):
         try:
             w = WCS(header, naxis=2)
         except Exception:  # malformed WCS keywords: treat as no WCS
@@ -141,8 +139,7 @@ def _detect_stars(path: str, mtime_ns: int, size: int, threshold: float) -> tupl
 
     ccd = read_frame(path)
     data = np.asarray(ccd.data, dtype=float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # NoStarsWarning: handled below
+    with quiet(NoStarsWarning), np.errstate(all="ignore"):  # no stars: handled below
         fw = measure_fwhm(data, mask=ccd.mask).fwhm
     if not np.isfinite(fw):
         fw = 3.0
@@ -420,8 +417,7 @@ def _bright_stars(data, fwhm: float, n: int, bin_factor: int) -> np.ndarray:
     if k <= 1:
         return positions_of(find_stars(data, fwhm, max_stars=n, reject_sharp=True))
     ny, nx = (data.shape[0] // k) * k, (data.shape[1] // k) * k
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
+    with quiet(RuntimeWarning):  # all-NaN blocks stay NaN
         binned = np.nanmean(data[:ny, :nx].reshape(ny // k, k, nx // k, k), axis=(1, 3))
     xy = positions_of(find_stars(binned, max(fwhm / k, 1.0), max_stars=n, reject_sharp=True))
     return recentre(data, k * xy + (k - 1) / 2.0, fwhm, search_radius=float(k))[0]

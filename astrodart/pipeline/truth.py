@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from astrodart.pipeline.night import NightResult
+from astrodart.exceptions import quiet
 
 __all__ = [
     "compare_with_truth",
@@ -134,8 +134,7 @@ def _rows_astrometry(result: NightResult, truth: dict) -> list[dict]:
         for p in result.calibrated[f]:
             n += 1
             h = read_header(p)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FITSFixedWarning)
+            with quiet(FITSFixedWarning):
                 w = WCS(h).celestial
             if not w.has_celestial:
                 continue

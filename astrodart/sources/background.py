@@ -26,7 +26,6 @@ extraction".
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import bottleneck as bn
@@ -166,8 +165,7 @@ def _box_medians(work: np.ndarray, ey: np.ndarray, ex: np.ndarray) -> np.ndarray
     """Clipped median of each box (edges ``ey``, ``ex``; NaN = invalid pixel); boxes with
     too few valid pixels take their nearest valid neighbour's value."""
     grid = np.full((len(ey) - 1, len(ex) - 1), np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN boxes are handled below
+    with np.errstate(invalid="ignore"):  # all-NaN boxes are handled below
         for i in range(len(ey) - 1):
             for j in range(len(ex) - 1):
                 cell = work[ey[i]:ey[i + 1], ex[j]:ex[j + 1]].ravel()

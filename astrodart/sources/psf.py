@@ -63,7 +63,7 @@ from astropy.table import Table
 from numpy.typing import ArrayLike
 from scipy import optimize
 
-from astrodart.exceptions import AstrodartWarning
+from astrodart.exceptions import AstrodartWarning, is_quiet
 from astrodart.sources._image import _as_image, _cutouts
 from astrodart.sources.background import estimate_background, saturation_level
 from astrodart.sources.stars import find_stars
@@ -362,9 +362,10 @@ def measure_fwhm(data: ArrayLike, *, fwhm_guess: float | None = None, threshold:
                            background, background_rms)
     if not np.isfinite(result.fwhm):
         # a plain warning, not a tallied one: callers that handle the NaN silence it
-        warnings.warn(NoStarsWarning(
-            f"no isolated, unsaturated star with S/N >= {min_snr:g} could be measured "
-            f"({len(result.detections)} detections)"), stacklevel=2)
+        if not is_quiet(NoStarsWarning):
+            warnings.warn(NoStarsWarning(
+                f"no isolated, unsaturated star with S/N >= {min_snr:g} could be measured "
+                f"({len(result.detections)} detections)"), stacklevel=2)
     return result
 
 
