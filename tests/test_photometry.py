@@ -482,7 +482,12 @@ def test_flags_saturation_bad_pixels_and_edges():
     assert res.flags[1] & PhotFlag.BAD_PIXEL and not res.flags[1] & PhotFlag.SATURATED
     assert res.flags[2] & PhotFlag.OFF_IMAGE
     assert res.flags[3] & PhotFlag.BAD_PIXEL
-    assert res.area[1] < math.pi * 7.5**2  # the bad pixel is left out, not summed as zero
+    # bad pixels in an aperture are repaired and summed (no flux lost), counted, and a
+    # point whose repaired pixels hold more than 2 % of the flux (a core pixel) is refused
+    assert res.area[1] == pytest.approx(math.pi * 7.5**2)
+    assert res.n_repaired[1] == pytest.approx(1.0) and res.n_repaired[3] == pytest.approx(1.0)
+    assert res.repaired_fraction[1] > 0.02 and res.repaired_fraction[3] > 0.02
+    assert res.n_repaired[0] == 0 and res.repaired_fraction[0] == 0
     with pytest.raises(ValueError):
         aperture_photometry_ccd(img, [(50, 50)], 8, 6, 10)
 

@@ -126,9 +126,11 @@ class AlignmentResult:
     Parameters
     ----------
     data : (ny_ref, nx_ref) ndarray of float32
-        Aligned pixels, NaN where invalid.
+        Aligned pixels: NaN outside the footprint; where an invalid input pixel landed,
+        the value repaired from its neighbours.
     invalid : (ny_ref, nx_ref) ndarray of bool
-        Footprint mask (True = invalid, CCDData convention).
+        Mask (True = invalid, CCDData convention): outside the footprint, and the output
+        pixels an invalid input pixel landed on (not spread by the interpolation).
     method : str
         'wcs', 'stars', 'fft' or 'reference' (the reference itself).
     transform : PixelTransform

@@ -28,6 +28,7 @@ import numpy as np
 from astropy.stats import sigma_clip
 from astropy.table import Table
 
+from astrodart.calibration.pixels import repair_pixels
 from astrodart.photometry._arrays import _as_image, _as_positions, _bad_mask
 
 __all__ = [
@@ -44,7 +45,8 @@ class PhotFlag(enum.IntFlag):
     """Quality flags of one photometric point (bits; 0 means good).
 
     ``SATURATED``: a pixel of the aperture is at or above the saturation level.
-    ``BAD_PIXEL``: a masked or non-finite pixel lies in the aperture (left out of the sum).
+    ``BAD_PIXEL``: masked or non-finite pixels of the aperture, repaired from their
+    neighbours, hold more than the allowed fraction of the flux (``max_repaired_fraction``).
     ``OFF_IMAGE``: the aperture runs off the frame.
     ``CENTROID``: re-centring failed or wandered; the given position was used.
     ``SKY``: fewer usable annulus pixels than required.
@@ -94,13 +96,18 @@ class ApertureResult:
         Sky level per pixel (sigma-clipped median of the annulus) and the clipped scatter
         of the annulus pixels, data units.
     area : numpy.ndarray
-        Aperture area used (pixels; masked pixels excluded).
+        Aperture area (pixels; repaired pixels included).
     n_sky : numpy.ndarray of int
         Annulus pixels kept after clipping.
     flags : numpy.ndarray of int
         :class:`PhotFlag` bits.
     r_ap, r_in, r_out : float
         Aperture radius and annulus radii, pixels.
+    n_repaired : numpy.ndarray, optional
+        Masked or non-finite pixels in the aperture (aperture-weighted), whose values were
+        repaired from their neighbours before the sum.
+    repaired_fraction : numpy.ndarray, optional
+        Share of the sky-subtracted flux held by those repaired pixels.
     """
 
     x: np.ndarray
@@ -115,6 +122,8 @@ class ApertureResult:
     r_ap: float
     r_in: float
     r_out: float
+    n_repaired: np.ndarray | None = None
+    repaired_fraction: np.ndarray | None = None
 
     def to_table(self) -> Table:
         """The result as a table.
@@ -127,7 +136,9 @@ class ApertureResult:
         t = Table(
             {
                 k: getattr(self, k)
-                for k in ("x", "y", "flux", "flux_err", "sky", "sky_std", "area", "n_sky", "flags")
+                for k in ("x", "y", "flux", "flux_err", "sky", "sky_std", "area", "n_sky", "flags",
+                          "n_repaired", "repaired_fraction")
+                if getattr(self, k) is not None
             }
         )
         t.meta.update(r_ap=self.r_ap, r_in=self.r_in, r_out=self.r_out)
@@ -148,6 +159,7 @@ def aperture_photometry_ccd(
     saturation: float | None = None,
     sigma: float = 3.0,
     min_sky_pixels: int = 20,
+    max_repaired_fraction: float = 0.02,
 ) -> ApertureResult:
     """Circular-aperture photometry with an annulus sky and CCD-equation errors.
 
@@ -170,14 +182,21 @@ def aperture_photometry_ccd(
         Per-pixel 1-sigma uncertainty (data units) including every noise source (as
         written by ``deviation_calculation``); used instead of the CCD model.
     mask : array_like of bool, shape (ny, nx), optional
-        True for bad pixels: left out of sums and sky, and flagged ``BAD_PIXEL`` when in
-        an aperture.
+        True for bad pixels (cosmic rays, defects, saturation). They are left out of the
+        sky; inside an aperture they (and non-finite pixels) are repaired from their good
+        neighbours (:func:`astrodart.calibration.pixels.repair_pixels`) and summed, so no
+        flux is lost, and counted in ``n_repaired``.
     saturation : float, optional
         Level (data units) at or above which a pixel is saturated.
     sigma : float
         Sigma-clipping threshold for the sky annulus (median centre, MAD width).
     min_sky_pixels : int
         Fewer usable annulus pixels than this flags ``SKY``.
+    max_repaired_fraction : float
+        A point whose repaired pixels hold more than this share of its flux is flagged
+        ``BAD_PIXEL`` (refused for light curves). A repaired pixel's value is an estimate:
+        at the default 0.02, one repaired core pixel of a star a few pixels wide is refused,
+        a few repaired wing pixels are not.
 
     Returns
     -------
@@ -199,7 +218,7 @@ def aperture_photometry_ccd(
     return aperture_photometry_radii(
         data, positions, [r_ap], r_in, r_out, gain=gain, read_noise=read_noise,
         uncertainty=uncertainty, mask=mask, saturation=saturation, sigma=sigma,
-        min_sky_pixels=min_sky_pixels,
+        min_sky_pixels=min_sky_pixels, max_repaired_fraction=max_repaired_fraction,
     )[0]
 
 
@@ -217,6 +236,7 @@ def aperture_photometry_radii(
     saturation: float | None = None,
     sigma: float = 3.0,
     min_sky_pixels: int = 20,
+    max_repaired_fraction: float = 0.02,
 ) -> list[ApertureResult]:
     """:func:`aperture_photometry_ccd` at several aperture radii in one pass.
 
@@ -234,7 +254,7 @@ def aperture_photometry_radii(
         Aperture radii, pixels, each ``<= r_in``.
     r_in, r_out : float
         Inner and outer radius of the shared sky annulus, pixels.
-    gain, read_noise, uncertainty, mask, saturation, sigma, min_sky_pixels
+    gain, read_noise, uncertainty, mask, saturation, sigma, min_sky_pixels, max_repaired_fraction
         As for :func:`aperture_photometry_ccd`.
 
     Returns
@@ -259,15 +279,23 @@ def aperture_photometry_radii(
         )
     if not (gain and gain > 0):
         raise ValueError(f"gain must be positive (e-/data unit), got {gain!r}")
+    if not 0 <= max_repaired_fraction <= 1:
+        raise ValueError(f"max_repaired_fraction={max_repaired_fraction!r}: allowed 0 to 1")
     bad = _bad_mask(arr, mask)
-    clean = np.where(bad, 0.0, arr)
     unc = _uncertainty_plane(uncertainty, arr.shape)
     if unc is not None:
         bad = bad | ~np.isfinite(unc)
-        unc = np.where(bad, 0.0, unc)
     sky, sky_std, n_sky, sky_unc2 = _annulus_sky(arr, bad, unc, xy, r_in, r_out, sigma)
+    work, unc, repaired = _repair_in_apertures(arr, unc, bad, xy, max(radii))
+    lost = ~np.isfinite(work)  # not repairable (no good pixel near): left out of the sum
+    if unc is not None:
+        lost |= ~np.isfinite(unc)
+        unc = np.where(lost, 0.0, unc)
     aps = [CircularAperture(xy, r=r) for r in radii]
-    table = aperture_photometry(clean, aps, error=unc, mask=bad, method="exact")
+    table = aperture_photometry(np.where(lost, 0.0, work), aps, error=unc, mask=lost,
+                                method="exact")
+    rep = aperture_photometry(np.where(repaired & ~lost, work, 0.0), aps, method="exact")
+    n_rep = aperture_photometry(repaired.astype(float), aps, method="exact")
     out = []
     for k, (r_ap, ap) in enumerate(zip(radii, aps)):
         flags = np.zeros(len(xy), dtype=np.int64)
@@ -278,17 +306,62 @@ def aperture_photometry_radii(
         ap_sum = np.asarray(table[f"aperture_sum_{k}"], dtype=float)
         ap_var = (np.asarray(table[f"aperture_sum_err_{k}"], dtype=float) ** 2
                   if unc is not None else None)
-        area = np.atleast_1d(ap.area_overlap(arr, mask=bad)).astype(float)
+        area = np.atleast_1d(ap.area_overlap(arr, mask=lost)).astype(float)
         flux = ap_sum - sky * area
         var = _flux_variance(flux, area, sky, sky_std, n_sky, gain, read_noise, ap_var,
                              sky_unc2)
+        n_repaired = np.asarray(n_rep[f"aperture_sum_{k}"], dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.abs(np.asarray(rep[f"aperture_sum_{k}"], float) - sky * n_repaired) / flux
+        share = np.where(n_repaired > 0, share, 0.0)
+        refused = (n_repaired > 0) & ~(share <= max_repaired_fraction)
+        flags[refused | (_in_aperture(lost, ap) > 0)] |= PhotFlag.BAD_PIXEL
         flags[~(flux > 0)] |= PhotFlag.NONPOSITIVE
         out.append(ApertureResult(
             x=xy[:, 0].copy(), y=xy[:, 1].copy(), flux=flux, flux_err=np.sqrt(var),
             sky=sky, sky_std=sky_std, area=area, n_sky=n_sky, flags=flags,
             r_ap=r_ap, r_in=float(r_in), r_out=float(r_out),
+            n_repaired=n_repaired, repaired_fraction=share,
         ))
     return out
+
+
+def _repair_in_apertures(arr, unc, bad, xy, radius: float):
+    """Copies of ``arr`` (and ``unc``) whose bad pixels near each position (within
+    ``radius`` + 2 px) are repaired from their good neighbours, and the map of the
+    repaired pixels. Only cut-outs around the stars are repaired: a frame's NaN border
+    (an aligned frame outside its footprint) costs nothing unless a star sits on it."""
+    work = np.array(arr, dtype=float)
+    work_unc = None if unc is None else np.array(unc, dtype=float)
+    repaired = np.zeros(arr.shape, bool)
+    if not bad.any():
+        return work, work_unc, repaired
+    ny, nx = arr.shape
+    half = int(np.ceil(radius)) + 2
+    for x, y in xy:
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        ix, iy = int(round(x)), int(round(y))
+        ys = slice(max(iy - half, 0), max(min(iy + half + 1, ny), 0))
+        xs = slice(max(ix - half, 0), max(min(ix + half + 1, nx), 0))
+        cut_bad = bad[ys, xs]
+        if not (cut_bad & ~repaired[ys, xs]).any():
+            continue
+        work[ys, xs] = repair_pixels(arr[ys, xs], cut_bad)
+        if work_unc is not None:
+            work_unc[ys, xs] = repair_pixels(unc[ys, xs], cut_bad)
+        repaired[ys, xs] |= cut_bad
+    return work, work_unc, repaired
+
+
+def _in_aperture(image_bool: np.ndarray, ap) -> np.ndarray:
+    """Aperture-weighted count of the True pixels of ``image_bool`` in each aperture."""
+    from photutils.aperture import aperture_photometry
+
+    if not image_bool.any():
+        return np.zeros(len(np.atleast_2d(ap.positions)))
+    return np.asarray(aperture_photometry(image_bool.astype(float), ap,
+                                          method="exact")["aperture_sum"], float)
 
 
 def _uncertainty_plane(uncertainty, shape) -> np.ndarray | None:
@@ -356,17 +429,17 @@ def _annulus_sky(arr, bad, unc, xy, r_in: float, r_out: float, sigma: float):
 
 
 def _aperture_pixel_flags(arr, bad, ap, saturation: float | None) -> np.ndarray:
-    """``BAD_PIXEL`` and ``SATURATED`` bits of each aperture of ``ap``."""
+    """``SATURATED`` bit of each aperture of ``ap``: a valid pixel at or above ``saturation``
+    (a masked saturated core is repaired and refused through ``max_repaired_fraction``)."""
+    flags = np.zeros(len(np.atleast_2d(ap.positions)), dtype=np.int64)
+    if saturation is None:
+        return flags
     ap_masks = ap.to_mask(method="exact")
     if not isinstance(ap_masks, list):
         ap_masks = [ap_masks]
-    flags = np.zeros(len(ap_masks), dtype=np.int64)
-    badf = bad.astype(float)
-    marked = np.where(bad, -np.inf, arr) if saturation is not None else None
+    marked = np.where(bad, -np.inf, arr)
     for i, m in enumerate(ap_masks):
-        if np.any(m.get_values(badf) > 0):
-            flags[i] |= PhotFlag.BAD_PIXEL
-        if saturation is not None and np.any(m.get_values(marked) >= saturation):
+        if np.any(m.get_values(marked) >= saturation):
             flags[i] |= PhotFlag.SATURATED
     return flags
 

@@ -25,6 +25,7 @@ from astropy.nddata import CCDData, StdDevUncertainty
 
 from astrodart.alignment.ladder import METHODS, AlignmentResult, ReferenceFrame, align_frame
 from astrodart.alignment.transforms import AlignmentLimits, PixelTransform
+from astrodart.calibration.pixels import repair_pixels
 from astrodart.frames.io import FrameError, read_frame, read_header
 from astrodart.pipeline.step import Step, StepReport, check_kwargs, find_log_path, log_event, parse_overwrite
 from astrodart.exceptions import quiet
@@ -161,7 +162,8 @@ class _AlignStep(Step):
             data = np.array(ccd.data, np.float32)
             invalid = np.zeros(data.shape, bool) if ccd.mask is None else np.asarray(ccd.mask, bool)
             invalid = invalid | ~np.isfinite(data)
-            data[invalid] = np.nan
+            if invalid.any():  # as for the other frames: repaired, flagged, not NaN
+                data = repair_pixels(data, invalid)
             result = AlignmentResult(data, invalid, "reference", PixelTransform.identity(), 0.0,
                                      len(ref.stars), float((~invalid).mean()), [], unc)
         else:
@@ -200,7 +202,10 @@ class align:  # noqa: N801  (AstroDART's public name)
     frame pixels to reference pixels, 0-based), ``ALNROT``, ``ALNSCALE``, ``ALNDX``,
     ``ALNDY``, ``ALNMIRR``, ``ALNRES`` (RMS of matched stars, px), ``ALNNSTAR``,
     ``ALNOVER`` and ``ALNREF``. Pixels not covered by the frame are NaN and True in the
-    ``MASK`` extension (the footprint).
+    ``MASK`` extension (the footprint). Masked input pixels (cosmic rays, defects) are
+    repaired from their neighbours before the resampling and are True in ``MASK`` at the
+    pixel they land on: the mask is not spread, and photometry on the aligned frames
+    loses no flux to it.
 
     Parameters
     ----------

@@ -70,7 +70,8 @@ def star_record(stars: dict, flags, frames: dict, bjd, am, zmag: float) -> dict:
     ----------
     stars : dict of numpy.ndarray, shape (n,)
         The star's ``flux``, ``flux_err``, ``x``, ``y``, ``sky``, ``sky_std``, ``area``,
-        ``n_sky`` per frame.
+        ``n_sky``, ``n_repaired`` (masked pixels of the aperture, repaired before the
+        sum) and ``repaired_fraction`` (their share of the flux) per frame.
     flags : numpy.ndarray of int, shape (n,)
         :class:`~astrodart.photometry.apertures.PhotFlag` bits.
     frames : dict of numpy.ndarray, shape (n,)
@@ -98,7 +99,7 @@ def star_record(stars: dict, flags, frames: dict, bjd, am, zmag: float) -> dict:
         "saturated": (flags & PhotFlag.SATURATED) > 0,
         "bad_pixels": (flags & PhotFlag.BAD_PIXEL) > 0,
     }
-    for key in ("x", "y", "sky", "sky_std", "area", "n_sky"):
+    for key in ("x", "y", "sky", "sky_std", "area", "n_sky", "n_repaired", "repaired_fraction"):
         rec[key] = stars[key]
     for key in ("fwhm", "r_ap", "r_in", "r_out", "exptime"):
         rec[key] = frames[key].copy()
@@ -243,6 +244,7 @@ def differential_record(ens: EnsembleResult, tgt: dict) -> dict:
         "comparison_chi2_red": np.asarray(d["chi2_red"]),
         "comparison_variable": np.asarray(d["variable"]),
         "comparison_used": np.asarray(d["used"]),
+        "comparison_reason": np.asarray(d["reason"]).astype(str),  # why dropped ('' = used)
         "comparison_curves": ens.comparison_curves,
     }
 
