@@ -25,7 +25,8 @@ number of frames of that filter, ``m`` the number of comparison stars)::
     res['differential']['filter'][f]        timestamps, rel_flux, rel_flux_err, airmass, valid (n,);
                                             weights, comparison_rms, comparison_expected_rms,
                                             comparison_excess, comparison_chi2_red,
-                                            comparison_variable, comparison_used (m,);
+                                            comparison_variable, comparison_used,
+                                            comparison_reason (why dropped; '' = used) (m,);
                                             comparison_curves (m, n)
     res['files'][f]                         file names (n,)
     res['meta']                             method, apertures, site, versions, units;
@@ -70,11 +71,12 @@ __all__ = ["PhotometryRun"]
 log = logging.getLogger("astrodart")
 
 #: Per-star arrays of an aperture result kept in the results.
-_STAR_KEYS = ("flux", "flux_err", "x", "y", "sky", "sky_std", "area", "n_sky")
+_STAR_KEYS = ("flux", "flux_err", "x", "y", "sky", "sky_std", "area", "n_sky", "n_repaired",
+              "repaired_fraction")
 #: Per-frame values kept in the results.
 _FRAME_KEYS = ("fwhm", "r_ap", "r_in", "r_out", "exptime", "mid_utc")
 #: Per-radius arrays of an 'auto' run, shape (radii, stars, frames).
-_GRID_KEYS = ("flux", "flux_err", "area")
+_GRID_KEYS = ("flux", "flux_err", "area", "n_repaired", "repaired_fraction")
 
 
 @dataclass
@@ -213,7 +215,7 @@ class PhotometryRun(PhotometrySetup):
             min_valid_fraction=self.min_valid_fraction,
         )
         b = choice.best
-        for key in ("flux", "flux_err", "area"):
+        for key in _GRID_KEYS:
             got.stars[key] = g[key][b].copy()
         got.flags = g["flags"][b].copy()
         got.frames["r_ap"] = choice.factor * fwhm
@@ -328,6 +330,7 @@ class PhotometryRun(PhotometrySetup):
             valid=valid,
             norm_mask=norm_mask,
             variable_threshold=self.variable_threshold,
+            **_vetting_inputs(tgt, comps, res, self.known_variables),
         )
 
     def _light_curve(self, filter_name: str | None) -> tuple[str, dict]:
@@ -444,6 +447,28 @@ def _store_grid(grid: dict, j: int, r: dict) -> None:
         for key in _GRID_KEYS:
             grid[key][k, :, j] = getattr(ap, key)
         grid["flags"][k, :, j] = ap.flags | r["star_flags"]
+
+
+def _vetting_inputs(tgt: dict, comps: list, res: dict, known) -> dict:
+    """What the comparison vetting needs (:func:`~astrodart.photometry.ensemble.vet_comparisons`):
+    time stamps, saturated points, median pixel positions (target first), the FWHM, the
+    comparisons' sky positions when placed on the sky, and the known variables."""
+    def median(values) -> float:  # NaN (no warning) when every frame failed
+        v = np.asarray(values, float)
+        return float(np.median(v[np.isfinite(v)])) if np.isfinite(v).any() else np.nan
+
+    xy = np.array([[median(s["x"]), median(s["y"])] for s in [tgt] + comps])
+    fwhm = median(tgt["fwhm"])
+    out = {"time": tgt["timestamps"], "known_variables": known,
+           "saturated": np.vstack([(c["flags"] & int(PhotFlag.SATURATED)) != 0
+                                   for c in comps])}
+    if np.all(np.isfinite(xy)) and np.isfinite(fwhm):
+        out.update(positions=xy, fwhm=fwhm)
+    recs = [c.get("coords", {}) for c in res["comparison_stars"].values()]
+    if all("ra" in r and "dec" in r for r in recs) and known is not None:
+        out["coords"] = SkyCoord([r["ra"]["value"] for r in recs],
+                                 [r["dec"]["value"] for r in recs], unit="deg")
+    return out
 
 
 def _mid_exposure_or_none(path: str):

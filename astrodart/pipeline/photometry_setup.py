@@ -93,6 +93,9 @@ class PhotometrySetup:
         * ``recenter`` : bool — re-centre each star (default True for ``'pixel'``,
           False for ``'sky'``); ``search_radius`` : float — how far, pixels.
         * ``variable_threshold`` : float — ensemble variability cut (default 3).
+        * ``known_variables`` : list — known variables refused as comparisons (names,
+          SkyCoords or pixel positions; see
+          :func:`astrodart.photometry.ensemble.vet_comparisons`).
         * ``progress`` : bool — a progress bar.
         * AstroDART's ``multi_coord`` (= ``comparison_coord``), ``date`` and
           ``target_name`` (recorded in the results), ``overwrite`` (``'no'`` refuses to
@@ -119,6 +122,7 @@ class PhotometrySetup:
         "recenter",
         "search_radius",
         "variable_threshold",
+        "known_variables",
         "progress",
         "multi_coord",
         "reference_file",
@@ -218,6 +222,7 @@ class PhotometrySetup:
         self.recenter = (self.phot_method == "pixel") if rc is None else bool(rc)
         self.search_radius = kwargs.get("search_radius")
         self.variable_threshold = float(kwargs.get("variable_threshold", 3.0))
+        self.known_variables = kwargs.get("known_variables")
         self.progress = bool(kwargs.get("progress", False))
         self.reference_file = kwargs.get("reference_file")
         self.date = kwargs.get("date")
