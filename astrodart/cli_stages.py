@@ -1,4 +1,4 @@
-"""Command line, layer 5: single jobs on files (``astrodart header|solve|quality|stack``).
+"""Command line, layer 5: single jobs on files (``astrodart header|solve|quality|stack|...``).
 
 Each command is one stage call of the guides on the files named, for a user who wants
 one job done from the shell:
@@ -9,7 +9,10 @@ one job done from the shell:
   the WCS written into each solved file;
 * ``astrodart quality FILES [-o TABLE.ecsv]``: the per-frame quality table;
 * ``astrodart stack FILES -o OUT.fits``: one stack (:class:`image_combination`) of
-  frames already aligned.
+  frames already aligned;
+* ``astrodart imarith A OP B -o C``, ``astrodart resample FILES --reference REF -o DIR``,
+  ``astrodart master-sky FILES -o SKY [--subtract DIR] [--no-master-sky]``: image
+  products (:mod:`astrodart.pipeline.products`, :mod:`astrodart.pipeline.sky`).
 """
 from __future__ import annotations
 
@@ -45,8 +48,32 @@ def add_stage_parsers(sub) -> None:
     k.add_argument("-o", "--out", required=True, help="the stack (FITS)")
     k.add_argument("--method", default="median", choices=("median", "average", "sum"))
     k.add_argument("--clip", default=None, choices=("sigclip", "extrema_clipping", "minmax"))
-    for p in (h, s, q, k):
+    for p in (h, s, q, k, *_add_product_parsers(sub)):
         p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _add_product_parsers(sub) -> tuple:
+    """``imarith``, ``resample`` and ``master-sky``: the image-product commands."""
+    a = sub.add_parser("imarith", help="image arithmetic A OP B (B a frame or a number), "
+                                       "uncertainties propagated, masks OR-ed")
+    a.add_argument("a", help="frame A")
+    a.add_argument("op", choices=("+", "-", "*", "/"), help="the operation (quote '*')")
+    a.add_argument("b", help="frame B or a number")
+    a.add_argument("-o", "--out", required=True, help="the result (FITS)")
+    r = sub.add_parser("resample", help="reproject frames onto a reference frame's WCS grid")
+    r.add_argument("files", nargs="+")
+    r.add_argument("--reference", required=True, help="a frame with a WCS: the output grid")
+    r.add_argument("-o", "--out", required=True, help="folder of the resampled frames")
+    r.add_argument("--order", default="bicubic",
+                   choices=("nearest-neighbor", "bilinear", "bicubic"))
+    m = sub.add_parser("master-sky", help="master sky of dithered frames (sources masked); "
+                                          "optionally subtract it from each frame")
+    m.add_argument("files", nargs="+")
+    m.add_argument("-o", "--out", help="the master sky (FITS); needed unless --no-master-sky")
+    m.add_argument("--subtract", metavar="DIR", help="write each frame minus the sky here")
+    m.add_argument("--no-master-sky", action="store_true",
+                   help="make no master: subtract each frame's median sky (needs --subtract)")
+    return a, r, m
 
 
 def _value(text: str):
@@ -122,6 +149,46 @@ def _stack(args) -> int:
     return 0
 
 
+def _imarith(args) -> int:
+    from astrodart.pipeline.products import image_arithmetic
+
+    path = image_arithmetic(args.a, args.op, args.b, args.out, overwrite=True,
+                            progress=False).run()
+    print(f"{Path(args.a).name} {args.op} {args.b}: {path}")
+    return 0
+
+
+def _resample(args) -> int:
+    from astrodart.pipeline.products import resample_frames
+
+    files = _existing(args.files)
+    step = resample_frames(args.out, files, args.reference, order=args.order, progress=False)
+    out = step.run()
+    print(f"{len(out)} of {len(files)} frames resampled onto {Path(args.reference).name}: "
+          f"{args.out}")
+    return 0 if len(out) == len(files) else 1
+
+
+def _master_sky(args) -> int:
+    from astrodart.pipeline.sky import sky_frame, sky_subtraction
+
+    if args.no_master_sky and not args.subtract or not (args.out or args.no_master_sky):
+        print("astrodart master-sky: error: give --out FILE (the master sky), or "
+              "--no-master-sky with --subtract DIR", file=sys.stderr)
+        return 2
+    files, sky = _existing(args.files), None
+    if not args.no_master_sky:
+        out = Path(args.out)
+        sky = sky_frame(out.parent, files, out.name, overwrite=True, progress=False).run()
+        print(f"master sky of {len(files)} frames: {sky}")
+    if args.subtract:
+        done = sky_subtraction(args.subtract, files, sky, overwrite=True, progress=False).run()
+        what = "the master sky" if sky else "their median sky"
+        print(f"{len(done)} of {len(files)} frames minus {what}: {args.subtract}")
+        return 0 if len(done) == len(files) else 1
+    return 0
+
+
 def run_stage_command(args: argparse.Namespace) -> int:
     """Run a single-job command; the exit status (2 for bad arguments, 1 for a failure).
 
@@ -135,7 +202,8 @@ def run_stage_command(args: argparse.Namespace) -> int:
     int
         0 on success.
     """
-    jobs = {"header": _header, "solve": _solve, "quality": _quality, "stack": _stack}
+    jobs = {"header": _header, "solve": _solve, "quality": _quality, "stack": _stack,
+            "imarith": _imarith, "resample": _resample, "master-sky": _master_sky}
     try:
         return jobs[args.command](args)
     except FileNotFoundError as exc:
