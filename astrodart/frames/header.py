@@ -274,6 +274,34 @@ class FrameHeader:
         return str(v) if v is not None else None
 
     @property
+    def bayer_pattern(self) -> str | None:
+        """CFA pattern as written (``BAYERPAT``, else a pattern-like ``COLORTYP``), upper
+        case; None for a monochrome frame (interpreted by :mod:`astrodart.color.bayer`)."""
+        v = _clean(self.header.get("BAYERPAT"))
+        if v is None:  # COLORTYP may also hold 'MONO' or 0 (MaxIm DL / SBIG)
+            c = _clean(self.header.get("COLORTYP"))
+            v = c if isinstance(c, str) and re.fullmatch(r"[RGBCMYW]{4}", c.upper()) else None
+        return None if v is None else str(v).upper()
+
+    @property
+    def bayer_offsets(self) -> tuple[int, int]:
+        """``(XBAYROFF, YBAYROFF)`` (or ``BAYOFFX``/``BAYOFFY``); ``(0, 0)`` when absent."""
+        x = self._float(("XBAYROFF", "BAYOFFX"), "Bayer x offset", False) or 0
+        y = self._float(("YBAYROFF", "BAYOFFY"), "Bayer y offset", False) or 0
+        return int(x), int(y)
+
+    @property
+    def row_order(self) -> str | None:
+        """``ROWORDER``: 'TOP-DOWN' or 'BOTTOM-UP' (Siril/CCDciel's keyword), or None."""
+        v = _clean(self.header.get("ROWORDER"))
+        if v is None:
+            return None
+        v = str(v).upper().replace("_", "-").replace(" ", "-")
+        if v not in ("TOP-DOWN", "BOTTOM-UP"):
+            raise HeaderValueError(self.path, "ROWORDER", v, "'TOP-DOWN' or 'BOTTOM-UP'")
+        return v
+
+    @property
     def saturation(self) -> float | None:
         """Saturation level of the raw data in ADU (``SATURATE``/``DATAMAX``/``MAXLIN``), or None."""
         v = self._float(SATURATION_KEYS, "saturation level", False)

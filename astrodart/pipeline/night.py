@@ -217,6 +217,7 @@ class _NightRun:
     guess: dict = field(default_factory=dict)
     reused: list = field(default_factory=list)
     tables: dict = field(default_factory=dict)
+    colour: dict = field(default_factory=dict)
 
     @property
     def products(self) -> dict:
@@ -344,6 +345,9 @@ def _calibrate(run: _NightRun) -> None:
         first = raw[0][0] if raw and raw[0] else result.calibrated[chosen[0]][0]
         saturation = FrameHeader.from_file(first).saturation or 65535.0
     result.saturation = saturation_electrons(saturation, result.masters, chosen)
+    from astrodart.pipeline.night_bayer import demosaic_night
+
+    demosaic_night(run)  # colour cameras: each CFA filter becomes three channel filters
 
 
 def _quality(run: _NightRun) -> None:
@@ -417,6 +421,9 @@ def _stack(run: _NightRun) -> None:
     result.stacks.update({f: s for f, s in zip(chosen, stacks) if s is not None})
     fw = get_fwhm(list(result.stacks.values()), saturation=result.saturation)
     result.stack_fwhm = dict(zip(result.stacks, fw.estimate_fwhm()))
+    from astrodart.pipeline.night_bayer import colour_composite
+
+    colour_composite(run)
 
 
 def _photometry_step(run: _NightRun) -> None:
@@ -436,7 +443,8 @@ NIGHT_STEPS = (
               "bad_pixel_map (what the night has; missing kinds are said)"),
     NightStep("calibrate", _calibrate,
               "calibration_chain on the science frames in one pass (uncertainty, gain, "
-              "cosmic rays by L.A.Cosmic, bias, dark, flat) -> finalize_stage1"),
+              "cosmic rays by L.A.Cosmic, bias, dark, flat) -> finalize_stage1 -> "
+              "demosaic (colour cameras: three channel filters)"),
     NightStep("quality", _quality, "get_fwhm (detection kernel) -> quality_table per filter "
                                    "-> the sharpest good frame is the reference"),
     NightStep("astrometry", astrometry_step,
@@ -460,7 +468,8 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
                  overwrite: bool = False, steps=NIGHT_STEPS, interpolate_darks: bool = False,
                  gain: float | None = None, read_noise: float | None = None,
                  calibrated=False, site=None, stack: bool = True,
-                 survey=None, target_xy=None, lightcurve_aperture: str = "fwhm") -> NightResult:
+                 survey=None, target_xy=None, lightcurve_aperture: str = "fwhm",
+                 bayer_pattern: str | None = None, demosaic: str = "bilinear") -> NightResult:
     """Reduce a raw night ``root/uncal_data/<date>/`` end to end: walk :data:`NIGHT_STEPS`.
 
     Parameters
@@ -531,6 +540,10 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
     lightcurve_aperture : {'fwhm', 'auto'}
         The light curve's aperture: ``lightcurve_apertures[0]`` x FWHM, or the radius
         whose differential light curve scatters least (``'auto'``, as EXOTIC chooses).
+    bayer_pattern : str, optional
+        CFA pattern of a colour camera's frames, overriding their headers' ``BAYERPAT``.
+    demosaic : {'bilinear', 'malvar', 'menon', 'superpixel'}
+        How colour frames are demosaiced (:mod:`astrodart.pipeline.night_bayer`).
 
     Returns
     -------
@@ -553,7 +566,7 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
         flux_apertures=flux_apertures, align_methods=align_methods, overwrite=overwrite,
         interpolate_darks=interpolate_darks, gain=gain, read_noise=read_noise,
         calibrated=calibrated, site=site, stack=stack, survey=survey, target_xy=target_xy,
-        lightcurve_aperture=lightcurve_aperture)
+        lightcurve_aperture=lightcurve_aperture, bayer_pattern=bayer_pattern, demosaic=demosaic)
     root = Path(root)
     result = NightResult(root, str(date), str(target), Path())
     clock = _Clock(result.timings)

@@ -43,9 +43,12 @@ def _comparisons_meta(phot: dict, filter: str) -> list:
     """Position (RA/Dec or first pixel position) and use of every comparison star."""
     diff = phot["differential"]["filter"][filter]
     used = np.asarray(diff.get("comparison_used", []), bool)
+    why = np.asarray(diff.get("comparison_reason", []), str)
     out = []
     for k, (name, star) in enumerate(phot.get("comparison_stars", {}).items()):
         rec = {"name": name, "used": bool(used[k]) if k < used.size else None}
+        if k < why.size and why[k]:
+            rec["dropped"] = str(why[k])  # the vetting's reason
         for key, c in star.get("coords", {}).items():
             rec[key] = float(c["value"])
         out.append(rec)

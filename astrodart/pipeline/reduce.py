@@ -14,6 +14,8 @@ under ``OUT/reduced_data/DATE/TARGET/`` (so the guided notebooks and
     lightcurve.ecsv     bjd_tdb, rel_flux, rel_flux_err, airmass, fwhm, sky, centroids
     transit.json        t0_bjd_tdb, t0_err_min, depth, depth_err, duration_h, rms_oot
                         (or detected: false)
+    aavso_extended.txt  AAVSO Extended File Format, aavso_exoplanet.txt: AAVSO Exoplanet
+                        Database report (--obscode; astrodart.pipeline.night_exports)
 
 Nothing here measures anything: the steps are the stage calls of the guides; this module
 chooses them, runs them and reports. The raw night is only read (``--out`` inside the
@@ -260,7 +262,8 @@ def reduce(options: ReduceOptions, echo=print) -> ReduceRun:
             read_noise=options.read_noise, calibrated=_calibrated_lights(options, survey),
             site=parsed["site"],
             stack=options.stack, survey=survey, target_xy=parsed["target_xy"],
-            lightcurve_aperture=options.aperture)
+            lightcurve_aperture=options.aperture, bayer_pattern=options.bayer_pattern,
+            demosaic=options.demosaic)
         run.result.timings = {"survey": t_survey, **run.result.timings}
         from astrodart.pipeline.reduce_summary import finish
 
@@ -300,7 +303,9 @@ def _product_steps(parsed: dict, out: Path) -> tuple:
     """The light-curve and transit steps of the command line (after photometry)."""
     from astrodart.pipeline.reduce_summary import lightcurve_step, transit_step
 
-    return (lightcurve_step(out / "results"), transit_step(out / "results", parsed["transit"]))
+    code = parsed.get("obscode", "TST01")
+    return (lightcurve_step(out / "results", obscode=code),
+            transit_step(out / "results", parsed["transit"], obscode=code))
 
 
 #: Names and descriptions of the steps after photometry (for the plan).

@@ -69,6 +69,10 @@ class ReduceOptions:
     site : str, optional
         "LAT,LON,HEIGHT_M" (degrees, east-positive; metres) or an observatory name.
         Default: the headers' site keywords.
+    obscode : str
+        AAVSO observer code written in ``results/aavso_extended.txt`` and
+        ``results/aavso_exoplanet.txt`` (default ``TST01``, the code of the AAVSO
+        specifications' examples: replace it with your own before uploading).
     transit : str, optional
         "T0,DURATION_H": a prior for the transit (BJD_TDB, hours).
     frame_type : list of str
@@ -95,7 +99,8 @@ class ReduceOptions:
     cosmics, stack : bool
         Clean cosmic rays; stack the aligned frames.
     png : bool
-        PNG previews of the masters and of one calibrated frame per filter too.
+        PNG previews of the masters and of one calibrated frame per filter too; on the
+        command line also the night's diagnostics (``results/diagnostics/``).
     keep_intermediate : bool
         Keep every intermediate file. By default a run ends by deleting what no product
         needs (:func:`astrodart.pipeline.tidy.remove_intermediate`; a re-run remakes it
@@ -104,6 +109,10 @@ class ReduceOptions:
         it back.
     progress : bool
         Progress bars.
+    bayer_pattern : str, optional
+        CFA pattern of a one-shot colour camera, overriding the frames' ``BAYERPAT``.
+    demosaic : {'bilinear', 'malvar', 'menon', 'superpixel'}
+        Demosaicing of the calibrated colour frames.
     """
 
     night: str = _opt("", "the raw night folder (never written)", config=True)
@@ -118,6 +127,8 @@ class ReduceOptions:
                                  "among 0.6-3.0 x FWHM) or 'fwhm' (2 x FWHM)")
     site: str | None = _opt(None, "LAT,LON,HEIGHT_M (deg east-positive, m) or an "
                                   "observatory name (default: the headers)")
+    obscode: str = _opt("TST01", "AAVSO observer code for results/aavso_*.txt (default "
+                                 "TST01, the AAVSO examples' code: replace before uploading)")
     transit: str | None = _opt(None, "T0,DURATION_H: transit prior (BJD_TDB, hours)")
     frame_type: list = _many("GLOB=TYPE: frame type override (bias, dark, flat, light)")
     filters: list = _many("filter to reduce (default: all)")
@@ -135,11 +146,16 @@ class ReduceOptions:
     workers: int | None = _opt(None, "worker processes (default: all cores)")
     cosmics: bool = _opt(True, "clean cosmic rays (L.A.Cosmic)", flag="--no-cosmics")
     stack: bool = _opt(True, "stack the aligned frames", flag="--no-stack")
-    png: bool = _opt(False, "PNG previews of masters and calibrated frames too")
+    png: bool = _opt(False, "PNG previews of masters and calibrated frames, and the "
+                            "night's diagnostics (results/diagnostics/), too")
     keep_intermediate: bool = _opt(False, "keep the aligned frames and the sorted raw copies "
                                           "(by default deleted at the end once the stack and "
                                           "the calibrated frames exist; a re-run remakes them)")
     progress: bool = _opt(True, "progress bars", flag="--no-progress", config=False)
+    bayer_pattern: str | None = _opt(None, "CFA pattern of a colour camera (RGGB, BGGR, GRBG, "
+                                           "GBRG), overriding the headers' BAYERPAT")
+    demosaic: str = _opt("bilinear", "demosaicing of colour-camera frames: bilinear, malvar, "
+                                     "menon or superpixel (2x2, half resolution)")
 
     # -- checking --------------------------------------------------------------------
     def steps(self) -> list[str]:
@@ -205,11 +221,25 @@ class ReduceOptions:
             raise UsageError(f"--aperture {self.aperture!r}: use 'auto' or 'fwhm'")
         if self.workers is not None and int(self.workers) < 1:
             raise UsageError(f"--workers {self.workers}: must be at least 1")
+        from astrodart.color.bayer import BAYER_PATTERNS, DEMOSAIC_METHODS
+
+        if self.bayer_pattern is not None and str(self.bayer_pattern).upper() not in BAYER_PATTERNS:
+            raise UsageError(f"--bayer-pattern {self.bayer_pattern!r}: use one of "
+                             f"{', '.join(BAYER_PATTERNS)}")
+        if self.demosaic not in DEMOSAIC_METHODS:
+            raise UsageError(f"--demosaic {self.demosaic!r}: use one of {', '.join(DEMOSAIC_METHODS)}")
         return {"night": night, "out": out, "coord": parse_coord(self.coord, "--coord"),
                 "target_xy": _parse_numbers(self.target_xy, "--target-xy", 2, "X,Y"),
                 "comparisons": self._comparisons(), "site": self._site(),
                 "transit": self._transit(), "frame_types": self._frame_types(),
-                "steps": self.steps()}
+                "steps": self.steps(), "obscode": self._obscode()}
+
+    def _obscode(self) -> str:
+        code = str(self.obscode).strip()
+        if not re.fullmatch(r"[A-Za-z0-9]{1,5}", code):
+            raise UsageError(f"--obscode {self.obscode!r}: the AAVSO observer code, 1 to 5 "
+                             "letters or digits")
+        return code.upper()
 
     def _comparisons(self):
         text = str(self.comparisons).strip()

@@ -49,13 +49,16 @@ def link_or_copy(src, dest) -> Path:
     return dest
 
 
-def lightcurve_step(results: Path) -> NightStep:
-    """The step writing ``results/lightcurve.ecsv`` from the photometry step's light curve.
+def lightcurve_step(results: Path, obscode: str = "TST01") -> NightStep:
+    """The step writing ``results/lightcurve.ecsv`` from the photometry step's light curve,
+    and the AAVSO reports (:func:`astrodart.pipeline.night_exports.write_aavso_reports`).
 
     Parameters
     ----------
     results : pathlib.Path
         The results folder.
+    obscode : str
+        AAVSO observer code of the reports.
 
     Returns
     -------
@@ -74,13 +77,15 @@ def lightcurve_step(results: Path) -> NightStep:
             table.write(tmp, format="ascii.ecsv", overwrite=True)
         state.products["lightcurve"] = path
         state.tables["lightcurve"] = table
+        _aavso_reports(state, results, obscode)
 
     return NightStep("lightcurve", run, "differential light curve -> results/lightcurve.ecsv",
                      when=_has_target)
 
 
-def transit_step(results: Path, prior: dict | None) -> NightStep:
-    """The step searching the light curve for a transit and fitting it (``transit.json``).
+def transit_step(results: Path, prior: dict | None, obscode: str = "TST01") -> NightStep:
+    """The step searching the light curve for a transit and fitting it (``transit.json``);
+    the AAVSO exoplanet report is written again with the fit.
 
     Parameters
     ----------
@@ -88,6 +93,8 @@ def transit_step(results: Path, prior: dict | None) -> NightStep:
         The results folder.
     prior : dict or None
         ``{'t0': BJD_TDB, 'duration': days}`` from ``--transit``.
+    obscode : str
+        AAVSO observer code of the reports.
 
     Returns
     -------
@@ -108,10 +115,25 @@ def transit_step(results: Path, prior: dict | None) -> NightStep:
         _write_json(path, report)
         state.products["transit"] = path
         state.result.transit_report = report
+        _aavso_reports(state, results, obscode, report)
 
     return NightStep("transit", run,
                      "box least squares search -> transit fit -> results/transit.json",
                      when=_has_target)
+
+
+def _aavso_reports(state, results, obscode: str, report: dict | None = None) -> None:
+    """``results/aavso_extended.txt`` and ``aavso_exoplanet.txt`` (never fails the run)."""
+    from astrodart.pipeline.night_exports import write_aavso_reports
+
+    table = state.tables.get("lightcurve")
+    if table is None or getattr(state.result, "lightcurve", None) is None:
+        return
+    try:
+        state.products.update(write_aavso_reports(state.result, table, results,
+                                                  obscode=obscode, report=report))
+    except Exception as exc:  # a report must never fail the science products
+        log.warning("AAVSO reports not written: %s", exc)
 
 
 def _has_target(options) -> bool:
@@ -145,6 +167,9 @@ def _stacks(result, results: Path) -> dict:
             out[f"stack_{f}_png"] = preview_png(dest, results / f"stack_{f}.png")
         except Exception as exc:  # a preview must never fail the products
             log.warning("no PNG preview of %s: %s", dest, exc)
+    for name, path in (result.products or {}).items():  # colour cameras' composites
+        if name.startswith("colour"):
+            out[name] = link_or_copy(path, results / Path(path).name)
     return out
 
 
