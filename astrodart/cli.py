@@ -2,7 +2,8 @@
 
 ``astrodart reduce NIGHT --out OUT`` (:mod:`astrodart.pipeline.reduce`) reduces a night
 folder in any layout; ``astrodart clear OUT`` removes what it wrote; ``astrodart
-header|solve|quality|stack FILES`` do one job (:mod:`astrodart.cli_stages`).
+header|solve|quality|stack|imarith|resample|master-sky ...`` do one job
+(:mod:`astrodart.cli_stages`).
 
 ``python -m astrodart.cli demo`` (or ``astrodart demo``) lays the raw HAT-P-27b sample
 night out under ``uncal_data/180423/`` and runs the guided notebooks on it, which fix the
@@ -243,7 +244,36 @@ def _reduce_command(args) -> int:
         return 1
     if options.dry_run:
         return 0
-    return 0 if _all_products(run) else 1
+    ok = _diagnostics(run) if options.png else True
+    return 0 if _all_products(run) and ok else 1
+
+
+def _diagnostics(run) -> bool:
+    """``--png``: the night's diagnostics into ``OUT/results/diagnostics/`` with their
+    captions in ``summary.json`` (:mod:`astrodart.ui.night_diagnostics`); False if they
+    failed on calibrated frames."""
+    from astrodart.ui.night_diagnostics import night_diagnostics, record_diagnostics
+
+    result = run.result
+    if not any(result.calibrated.values()):
+        print("diagnostics (--png): none, no calibrated frames in this run")
+        return True
+    results = Path(result.root) / "results"
+    try:
+        dx = night_diagnostics(result.data_dir, results / "diagnostics")
+        run.summary = record_diagnostics(results / "summary.json", dx)
+    except Exception as exc:  # the reduction stands; say what is missing
+        log.debug("diagnostics failed", exc_info=True)
+        print(f"astrodart reduce: no diagnostics: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return False
+    run.products.update({f"diagnostics_{k}": Path(v["file"]) for k, v in dx.figures.items()
+                         if v.get("file")})
+    print(f"diagnostics (--png): {len(dx.figures)} figures in {dx.folder} (captions in "
+          "summary.json)")
+    if dx.noise is not None:
+        print(f"  noise: measured / CCD equation {dx.noise.median_ratio:.3f} (median of "
+              f"{dx.noise.ratio.size} stars over {dx.noise.n_frames} frames)")
+    return True
 
 
 def _all_products(run) -> bool:
