@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ["channel_filter", "demosaic_night", "colour_composite"]
+from astrodart.pipeline.kinds import OneToManyStep
+
+__all__ = ["channel_filter", "demosaic_frames", "demosaic_night", "colour_composite"]
 
 log = logging.getLogger("astrodart")
 
@@ -49,26 +51,88 @@ def _pattern_of(path, forced: str | None):
                                shape=shape_of(path))
 
 
-def _current(dest: Path, src: Path, pattern: str, method: str) -> bool:
-    """Whether a colour frame was made from ``src`` as it is now, with this pattern and
-    method (a changed ``--demosaic`` or ``--bayer-pattern`` remakes it)."""
-    from astrodart.frames.io import read_header
+class demosaic_frames(OneToManyStep):  # noqa: N801
+    """One-to-many step: each calibrated CFA frame into its R, G and B frames.
 
-    if not dest.is_file() or dest.stat().st_mtime < src.stat().st_mtime:
-        return False
-    head = read_header(dest)
-    return head.get("ADDEMOS") == method and head.get("ADBAYER") == pattern
+    The colour frames of an input ``a.fits`` are ``folders['R'] / 'a.fits'`` and so on,
+    each with ``FILTER`` set to its folder's name (the channel filter). Like every step
+    they are reused only when their fingerprint (input content, pattern, method, code
+    version) matches, made in parallel on the night's pool, and carry provenance.
 
+    Parameters
+    ----------
+    files : sequence of str
+        Calibrated CFA frames.
+    folders : dict
+        ``{'R': folder, 'G': folder, 'B': folder}`` (created).
+    pattern : str
+        CFA pattern of the frames (:func:`astrodart.color.bayer.frame_bayer_pattern`).
+    method : str
+        A method of :data:`astrodart.color.bayer.DEMOSAIC_METHODS`.
+    overwrite : bool
+        Remake existing colour frames.
+    **engine
+        ``executor``, ``workers``, ``progress``, ``log_path`` of the step engine.
+    """
 
-def _demosaic_file(src: Path, dests: dict, pattern: str, method: str, overwrite: bool) -> None:
-    from astrodart.color.bayer import demosaic_ccd
-    from astrodart.frames.io import read_frame, write_frame
+    name = "demosaic"
+    labels = ("R", "G", "B")
 
-    if not overwrite and all(_current(d, src, pattern, method) for d in dests.values()):
-        return
-    for ch, ccd in demosaic_ccd(read_frame(src), pattern, method).items():
-        ccd.meta["FILTER"] = (dests[ch].parent.name, "colour channel of a CFA frame")
-        write_frame(ccd, dests[ch], overwrite=True, fsync=False)
+    def __init__(self, files, folders: dict, pattern: str, method: str = "bilinear",
+                 overwrite=False, **engine):
+        self.folders = {ch: Path(folders[ch]) for ch in self.labels}
+        for folder in self.folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        super().__init__(self.folders["G"], files, overwrite, **engine)
+        self.pattern, self.method = pattern, method
+
+    def parameters(self) -> dict:
+        """The pattern and the method (they decide the pixels).
+
+        Returns
+        -------
+        dict
+            ``{'pattern': ..., 'method': ...}``.
+        """
+        return {"pattern": self.pattern, "method": self.method}
+
+    def output_paths(self, in_path: str) -> list[Path]:
+        """The colour frames of one input, one per channel folder.
+
+        Parameters
+        ----------
+        in_path : str
+            The input file.
+
+        Returns
+        -------
+        list of pathlib.Path
+            ``folders[ch] / name`` for R, G, B.
+        """
+        name = self.output_name(in_path)
+        return [self.folders[ch] / name for ch in self.labels]
+
+    def split(self, ccd, path: str) -> dict:
+        """Demosaic one frame (:func:`astrodart.color.bayer.demosaic_ccd`).
+
+        Parameters
+        ----------
+        ccd : astropy.nddata.CCDData
+            The calibrated CFA frame.
+        path : str
+            Its file.
+
+        Returns
+        -------
+        dict
+            ``{'R': CCDData, 'G': CCDData, 'B': CCDData}``.
+        """
+        from astrodart.color.bayer import demosaic_ccd
+
+        parts = demosaic_ccd(ccd, self.pattern, self.method)
+        for ch, part in parts.items():
+            part.meta["FILTER"] = (self.folders[ch].name, "colour channel of a CFA frame")
+        return parts
 
 
 def demosaic_night(run) -> None:
@@ -84,8 +148,8 @@ def demosaic_night(run) -> None:
     Returns
     -------
     None
-        The colour frames go to ``data_dir/<channel filter>/`` (reused when newer than
-        their calibrated frame and made with the same pattern and method); ``result.filters``, ``result.calibrated`` and
+        The colour frames go to ``data_dir/<channel filter>/`` (:class:`demosaic_frames`:
+        reused when their fingerprint matches); ``result.filters``, ``result.calibrated`` and
         ``run.dirs`` then name the channels, ``run.colour`` maps each CFA filter to its
         channel filters, and the light curve is measured on the green channel (unless
         another series filter was chosen).
@@ -112,15 +176,13 @@ def demosaic_night(run) -> None:
             continue
         names = {ch: channel_filter(filt, ch) for ch in "RGB"}
         folders = {ch: result.data_dir / name for ch, name in names.items()}
-        for d in folders.values():
-            d.mkdir(parents=True, exist_ok=True)
-        for src in map(Path, files):
-            _demosaic_file(src, {ch: folders[ch] / src.name for ch in "RGB"}, pattern,
-                           method, bool(opt.overwrite))
-        log.info("demosaiced %d %s frames (%s, %s)", len(files), filt, pattern, method)
-        for ch, name in names.items():
+        made = demosaic_frames(files, folders, pattern, method, bool(opt.overwrite),
+                               **run.engine).run()
+        log.info("demosaiced %d of %d %s frames (%s, %s)", len(made), len(files), filt,
+                 pattern, method)
+        for k, (ch, name) in enumerate(names.items()):
             filters.append(name)
-            calibrated[name] = [str(folders[ch] / Path(p).name) for p in files]
+            calibrated[name] = [outs[k] for outs in made]
             dirs[name] = str(folders[ch])
         colour[filt] = {"channels": names, "pattern": pattern, "method": method}
         if getattr(opt, "series_filter", None) in (None, filt):
