@@ -52,6 +52,7 @@ from astrodart.photometry.ensemble import EnsembleResult, ensemble_light_curve
 from astrodart.photometry.lightcurve import results_table
 from astrodart.photometry.sites import resolve_location
 from astrodart.photometry.transit import TransitFit, fit_transit
+from astrodart.photometry.transit_model import BatmanFit, Ephemeris, fit_batman_transit
 from astrodart.pipeline.photometry_frame import measure_frame
 from astrodart.pipeline.photometry_results import (
     coords_record,
@@ -350,8 +351,14 @@ class PhotometryRun(PhotometrySetup):
         baseline_degree: int = 1,
         use_airmass: bool = False,
         t0_window: float | None = None,
-    ) -> TransitFit:
-        """Fit a trapezoidal transit to the differential light curve of one filter.
+        model: str = "trapezoid",
+        ephemeris: Ephemeris | None = None,
+        period: float | None = None,
+        **batman_options,
+    ) -> TransitFit | BatmanFit:
+        """Fit a transit to the differential light curve of one filter: a trapezoid, or
+        the physical model (``model='batman'``) detrended against airmass, FWHM, sky and
+        the target's centroid, the regressors chosen by BIC.
 
         Parameters
         ----------
@@ -367,18 +374,42 @@ class PhotometryRun(PhotometrySetup):
             Add a baseline term linear in airmass.
         t0_window : float, optional
             Allowed distance of t0 from the prediction, days.
+        model : {'trapezoid', 'batman'}
+            The trapezoid least-squares fit, or the limb-darkened model sampled by emcee.
+        ephemeris : Ephemeris, optional
+            For ``'batman'``: period and t0 prior (see
+            :func:`astrodart.photometry.transit_model.fit_batman_transit`).
+        period : float, optional
+            For ``'batman'`` without an ephemeris: the period, days.
+        **batman_options
+            For ``'batman'``: ``u``, ``n_walkers``, ``n_steps``, ``n_burn``, ``seed``.
 
         Returns
         -------
-        TransitFit
-            See :func:`astrodart.photometry.transit.fit_transit`.
+        TransitFit or BatmanFit
+            See :func:`astrodart.photometry.transit.fit_transit` and
+            :func:`astrodart.photometry.transit_model.fit_batman_transit`.
 
         Raises
         ------
         ValueError
-            No :meth:`run_multi_coord` result for the filter, or the fit failed.
+            No :meth:`run_multi_coord` result for the filter, an unknown ``model``, or
+            the fit failed.
         """
-        _, d = self._light_curve(filter_name)
+        filt, d = self._light_curve(filter_name)
+        if model not in ("trapezoid", "batman"):
+            raise ValueError(f"model={model!r}: use 'trapezoid' or 'batman'")
+        if model == "batman":
+            tgt = self.results["target"]["filter"][filt]
+            regs = {k: tgt.get(k) for k in ("fwhm", "sky", "x", "y")}
+            regs = {k: v for k, v in regs.items() if v is not None
+                    and np.shape(v) == np.shape(d["timestamps"]) and np.nanstd(v) > 0}
+            am = d.get("airmass")
+            regs["airmass"] = am if am is not None and np.nanstd(am) > 0 else None
+            return fit_batman_transit(
+                d["timestamps"], d["rel_flux"], d["rel_flux_err"], ephemeris=ephemeris,
+                period=period, t0=t0, duration=duration, filter_name=filt, regressors=regs,
+                baseline_degree=baseline_degree, **batman_options)
         return fit_transit(
             d["timestamps"],
             d["rel_flux"],

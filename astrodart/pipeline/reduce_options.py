@@ -74,7 +74,9 @@ class ReduceOptions:
         ``results/aavso_exoplanet.txt`` (default ``TST01``, the code of the AAVSO
         specifications' examples: replace it with your own before uploading).
     transit : str, optional
-        "T0,DURATION_H": a prior for the transit (BJD_TDB, hours).
+        "T0,DURATION_H[,PERIOD_D[,T0_ERR_MIN]]": a prior for the transit (BJD_TDB, hours);
+        with the period (days) and the error of T0 (minutes), an ephemeris: the transit
+        is then fitted with the physical model (batman, emcee).
     frame_type : list of str
         "GLOB=TYPE" overrides of the frame type (TYPE one of bias, dark, flat, light).
     filters : list of str
@@ -129,7 +131,8 @@ class ReduceOptions:
                                   "observatory name (default: the headers)")
     obscode: str = _opt("TST01", "AAVSO observer code for results/aavso_*.txt (default "
                                  "TST01, the AAVSO examples' code: replace before uploading)")
-    transit: str | None = _opt(None, "T0,DURATION_H: transit prior (BJD_TDB, hours)")
+    transit: str | None = _opt(None, "T0,DURATION_H[,PERIOD_D[,T0_ERR_MIN]]: transit "
+                                "prior (BJD_TDB, hours); with a period, an ephemeris")
     frame_type: list = _many("GLOB=TYPE: frame type override (bias, dark, flat, light)")
     filters: list = _many("filter to reduce (default: all)")
     interpolate_darks: bool = _opt(False, "interpolate master darks in exposure time "
@@ -261,14 +264,21 @@ class ReduceOptions:
             raise UsageError(f"--site {self.site!r}: {exc}") from None
 
     def _transit(self):
-        vals = _parse_numbers(self.transit, "--transit", 2, "T0,DURATION_H")
+        vals = _parse_numbers(self.transit, "--transit", (2, 3, 4),
+                              "T0,DURATION_H[,PERIOD_D[,T0_ERR_MIN]]")
         if vals is None:
             return None
-        t0, hours = vals
+        t0, hours, *eph = vals
         if not (2_400_000 < t0 < 2_600_000) or not 0 < hours < 24:
             raise UsageError(f"--transit {self.transit!r}: T0 is a BJD_TDB (2400000-2600000) "
                              "and the duration 0-24 hours")
-        return {"t0": t0, "duration": hours / 24.0}
+        if eph and not (eph[0] > 0 and (len(eph) < 2 or eph[1] >= 0)):
+            raise UsageError(f"--transit {self.transit!r}: the period (days) must be > 0 "
+                             "and the error of T0 (minutes) >= 0")
+        out = {"t0": t0, "duration": hours / 24.0}
+        if eph:  # an ephemeris: the physical transit model is fitted
+            out.update(period=eph[0], t0_err=(eph[1] if len(eph) > 1 else 0.0) / 1440.0)
+        return out
 
     def _frame_types(self) -> dict:
         out = {}

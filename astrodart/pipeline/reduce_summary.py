@@ -92,7 +92,9 @@ def transit_step(results: Path, prior: dict | None, obscode: str = "TST01") -> N
     results : pathlib.Path
         The results folder.
     prior : dict or None
-        ``{'t0': BJD_TDB, 'duration': days}`` from ``--transit``.
+        ``{'t0': BJD_TDB, 'duration': days}`` from ``--transit``, with ``'period'`` (days)
+        and ``'t0_err'`` (days) when an ephemeris is given: then the detected transit is
+        fitted with the physical model (batman + emcee, detrending chosen by BIC).
     obscode : str
         AAVSO observer code of the reports.
 
@@ -110,7 +112,14 @@ def transit_step(results: Path, prior: dict | None, obscode: str = "TST01") -> N
 
             table = QTable.read(Path(results) / "lightcurve.ecsv", format="ascii.ecsv")
         guess = None if not prior else (prior["t0"], prior["duration"] * 24.0)
+        if prior and prior.get("period"):  # the ephemeris' transit nearest to the night
+            mid = float(np.nanmedian(np.asarray(getattr(table["bjd_tdb"], "value",
+                                                        table["bjd_tdb"]), float)))
+            n = round((mid - prior["t0"]) / prior["period"])
+            guess = (prior["t0"] + n * prior["period"], guess[1])
         report = transit_report(table, prior=guess)
+        if prior and prior.get("period") and report.get("detected"):
+            report = _batman_report(table, prior, report)
         path = Path(results) / "transit.json"
         _write_json(path, report)
         state.products["transit"] = path
@@ -120,6 +129,37 @@ def transit_step(results: Path, prior: dict | None, obscode: str = "TST01") -> N
     return NightStep("transit", run,
                      "box least squares search -> transit fit -> results/transit.json",
                      when=_has_target)
+
+
+def _batman_report(table, prior: dict, report: dict) -> dict:
+    """The box search's report with the fit replaced by the physical model's
+    (:func:`astrodart.photometry.transit_model.fit_batman_transit`); the trapezoid fit is
+    kept under ``'trapezoid'``."""
+    from astrodart.photometry.transit_model import (
+        LIMB_DARKENING,
+        Ephemeris,
+        fit_batman_transit,
+    )
+
+    def col(name):
+        return np.asarray(getattr(table[name], "value", table[name]), float)
+
+    ok = np.asarray(table["valid"], bool) if "valid" in table.colnames else slice(None)
+    names = {"airmass": "airmass", "fwhm": "fwhm", "sky": "sky", "x": "xcentroid",
+             "y": "ycentroid"}
+    regs = {k: col(c)[ok] for k, c in names.items()
+            if c in table.colnames and np.nanstd(col(c)[ok]) > 0}
+    filt = str(table.meta.get("filter", "clear"))
+    eph = Ephemeris(prior["t0"], prior["period"], prior.get("t0_err", 0.0), 0.0)
+    fit = fit_batman_transit(col("bjd_tdb")[ok], col("rel_flux")[ok], col("rel_flux_err")[ok],
+                             ephemeris=eph, regressors=regs, seed=0,
+                             filter_name=filt if filt in LIMB_DARKENING else "clear")
+    out = dict(report, trapezoid={k: report.get(k) for k in
+                                  ("t0_bjd_tdb", "t0_err_min", "depth", "duration_h")})
+    out.update(fit.to_dict())
+    out["method"] = ("batman (Mandel & Agol 2002; Kreidberg 2015) x linear baseline and "
+                     "BIC-chosen detrending, posteriors by emcee (Foreman-Mackey et al. 2013)")
+    return out
 
 
 def _aavso_reports(state, results, obscode: str, report: dict | None = None) -> None:
