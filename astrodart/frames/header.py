@@ -8,7 +8,9 @@ naming the file and the keywords tried when it is required.
 Variants absorbed (all seen in real data, see ``../shared/data``):
 
 * exposure: ``EXPTIME`` / ``EXPOSURE`` / ``EXP_TIME`` / ``ITIME``
-* gain (e-/ADU): ``GAIN`` / ``EGAIN`` / ``E-GAIN`` / ``CCDGAIN``; read noise (e-): ``RON`` / ``RDNOISE`` / ``READNOIS``
+* gain (e-/ADU): ``EGAIN`` / ``E-GAIN`` first, then ``GAIN`` / ``CCDGAIN`` unless that is a CMOS
+  camera's gain *setting* (N.I.N.A., SharpCap, ASIAIR: see :attr:`FrameHeader.gain`); ``OFFSET``;
+  read noise (e-): ``RON`` / ``RDNOISE`` / ``READNOIS``
 * start time: ``DATE-OBS`` with or without a time-zone offset (MicroObservatory writes
   local time with ``-0700``), ``DATE-OBS`` + ``TIME-OBS``/``UT``, ``UT-OBS``, ``MJD-OBS``
 * frame type: ``IMAGETYP`` / ``FRAMETYP`` / ``OBSTYPE`` spellings ('Bias Frame', 'BIAS', 'zero',
@@ -30,7 +32,9 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.time import Time, TimeDelta
 
+from astrodart.exceptions import warn
 from astrodart.frames.checks import SATURATION_KEYS, raw_saturation
+from astrodart.frames.cmos import GainSettingWarning, gain_setting_reason
 from astrodart.frames.io import read_header
 
 if TYPE_CHECKING:  # astropy.coordinates (~0.3 s with astropy.table) loads in coord/location
@@ -173,7 +177,8 @@ class FrameHeader:
     """
 
     EXPTIME_KEYS = ("EXPTIME", "EXPOSURE", "EXP_TIME", "ITIME", "EXPOSED")
-    GAIN_KEYS = ("GAIN", "EGAIN", "E-GAIN", "CCDGAIN", "GAIN_E")
+    #: Gain keywords: the first two may be a CMOS gain setting, the rest are e-/ADU.
+    GAIN_KEYS = ("GAIN", "CCDGAIN", "EGAIN", "E-GAIN", "GAIN_E")
     RON_KEYS = ("RON", "RDNOISE", "READNOIS", "READNOISE", "RN")
     FILTER_KEYS = ("FILTER", "INSFILTE", "FILTNAME", "FILTER1", "FILT")
     TYPE_KEYS = ("IMAGETYP", "FRAMETYP", "OBSTYPE", "IMGTYPE", "FRAME")
@@ -235,8 +240,52 @@ class FrameHeader:
 
     @property
     def gain(self) -> float | None:
-        """Detector gain in e-/ADU, or None if absent."""
-        return self._float(self.GAIN_KEYS, "gain", False)
+        """Detector gain in e-/ADU, or None if absent or only a camera's gain setting.
+
+        ``EGAIN``/``E-GAIN``/``GAIN_E`` (always e-/ADU: N.I.N.A., SharpCap, MaxIm DL, SBIG
+        CCDOPS) win. A ``GAIN``/``CCDGAIN`` alone is e-/ADU (MaxIm DL, IRAF) unless it is
+        clearly a CMOS gain setting (:func:`astrodart.frames.cmos.gain_setting_reason`: a
+        CMOS camera, an ``OFFSET`` beside it, or above 20); then None, said once per frame
+        in a :class:`~astrodart.frames.cmos.GainSettingWarning`.
+        """
+        return self._gain_reading()[0]
+
+    @property
+    def gain_keyword(self) -> str | None:
+        """The keyword :attr:`gain` was read from, or None."""
+        return self._gain_reading()[1]
+
+    @property
+    def gain_setting(self) -> float | None:
+        """The camera's gain setting (unitless, e.g. 120 on a ZWO ASI), or None: ``GAIN``
+        when it is not e-/ADU (see :attr:`gain`)."""
+        return self._gain_reading()[2]
+
+    @property
+    def offset(self) -> float | None:
+        """The camera's offset setting (``OFFSET``, unitless; CMOS capture programs), or None."""
+        return self._float(("OFFSET",), "offset", False)
+
+    def _gain_reading(self) -> tuple:
+        """``(gain e-/ADU or None, its keyword, the gain setting or None)``."""
+        ek, egain = self._first(self.GAIN_KEYS[2:])
+        sk, setting = self._first(self.GAIN_KEYS[:2])
+        if ek is not None:
+            egain = self._float((ek,), "gain", True)
+            setting = self._float((sk,), "gain", True) if sk else None
+            return egain, ek, setting if setting != egain else None
+        if sk is None:
+            return None, None, None
+        value = self._float((sk,), "gain", True)
+        reason = gain_setting_reason(value, self.camera, "OFFSET" in self.header)
+        if reason is None:
+            return value, sk, None
+        if not getattr(self, "_gain_warned", False):
+            self._gain_warned = True
+            warn(f"{sk} is the camera's gain setting, not e-/ADU ({reason}): the gain is measured "
+                 "from bias/flat pairs or assumed; add EGAIN (e-/ADU) with header_tools",
+                 GainSettingWarning, item=f"{self.path.rsplit('/', 1)[-1]} ({sk}={value:g})")
+        return None, None, value
 
     @property
     def read_noise(self) -> float | None:
@@ -268,10 +317,25 @@ class FrameHeader:
         return v
 
     @property
+    def sensor_temperature(self) -> float | None:
+        """Sensor temperature in deg C: :attr:`ccd_temperature`, else the set point
+        (``SET-TEMP``/``SETTEMP``, MaxIm DL, N.I.N.A.), or None."""
+        v = self.ccd_temperature
+        return v if v is not None else self._float(("SET-TEMP", "SETTEMP"), "set temperature", False)
+
+    @property
     def camera(self) -> str | None:
         """Camera name as written (``INSTRUME``/``DETECTOR``/``CAMERA``), or None."""
         v = self._first(("INSTRUME", "DETECTOR", "CAMERA"))[1]
         return str(v) if v is not None else None
+
+    @property
+    def camera_id(self) -> str | None:
+        """One camera of a multi-camera night: ``INSTRUME``, ``DETECTOR`` and ``CCD-ID``
+        as written, joined by ' / ' (opticam's three cameras share ``INSTRUME``), or None."""
+        parts = [str(v) for v in (_clean(self.header.get(k)) for k in ("INSTRUME", "DETECTOR", "CCD-ID"))
+                 if v is not None]
+        return " / ".join(dict.fromkeys(parts)) or self.camera
 
     @property
     def bayer_pattern(self) -> str | None:

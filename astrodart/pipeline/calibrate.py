@@ -19,6 +19,7 @@ from astropy.nddata import CCDData, StdDevUncertainty
 
 from astrodart import calibration as cal
 from astrodart.calibration.base import CalibrationError, CalibrationWarning
+from astrodart.calibration.dark_temperature import DARK_TEMPERATURE_TOLERANCE, nearest_temperature
 from astrodart.frames.header import FrameHeader, MissingKeywordError
 from astrodart.frames.io import read_header
 from astrodart.pipeline.calibration_step import (
@@ -134,11 +135,15 @@ def _dark_entries_cached(key: tuple) -> tuple:
 
 
 def dark_for_exposure(
-    masterdark_files: Sequence[str], exptime: float
+    masterdark_files: Sequence[str], exptime: float, temperature: float | None = None,
+    tolerance: float = DARK_TEMPERATURE_TOLERANCE, item: str | None = None,
 ) -> tuple[CCDData, float, bool, str]:
     """The master dark to subtract from a frame of exposure ``exptime``.
 
-    The master of that exposure time (within 0.1 %) if there is one; else the only
+    The master of that exposure time (within 0.1 %) if there is one (of several, the one
+    nearest the frame's sensor temperature:
+    :func:`astrodart.calibration.dark_temperature.nearest_temperature`, which warns
+    beyond ``tolerance``); else the only
     master (scaled later if it is bias-subtracted); else the per-pixel least-squares
     line ``D = t A + B`` through all masters evaluated at ``exptime`` (cached per process).
 
@@ -148,6 +153,12 @@ def dark_for_exposure(
         Master darks (with ``EXPTIME``), all bias-subtracted or none.
     exptime : float
         Exposure time (s) of the frame.
+    temperature : float, optional
+        Sensor temperature (deg C) of the frame; None: masters matched on exposure only.
+    tolerance : float
+        Largest temperature difference (deg C) before a warning.
+    item : str, optional
+        The frame, named in a warning.
 
     Returns
     -------
@@ -168,11 +179,12 @@ def dark_for_exposure(
         Masters of different shapes, or fewer than two exposure times to interpolate.
     """
     entries = _dark_entries(masterdark_files)
-    for t, p, bsub in entries:
-        if np.isclose(t, exptime, rtol=1e-3):
-            return load_master(p), t, bsub, p
-    if len(entries) == 1:
-        t, p, bsub = entries[0]
+    same = [e for e in entries if np.isclose(e[0], exptime, rtol=1e-3)]
+    if same or len(entries) == 1:  # amp glow: nearest temperature (Widenhorn et al. 2002)
+        same = same or entries
+        temps = [None if temperature is None else FrameHeader(read_header(p), p).sensor_temperature
+                 for _, p, _ in same]
+        t, p, bsub = same[nearest_temperature(temps, temperature, tolerance, item)]
         return load_master(p), t, bsub, p
     model = _dark_model(tuple((p, Path(p).stat().st_mtime_ns) for p in masterdark_files))
     data, std = model.evaluate(exptime)
@@ -279,7 +291,8 @@ class subtract_dark(CalibrationStep):  # noqa: N801
         """
         fh = _frame_header(ccd, path)
         exptime = fh.exptime  # MissingKeywordError names the file and the header_tools fix
-        dark, dark_t, dark_bsub, source = dark_for_exposure(self.masterdark_files, exptime)
+        dark, dark_t, dark_bsub, source = dark_for_exposure(
+            self.masterdark_files, exptime, fh.sensor_temperature, item=Path(path).name)
         _compare_geometry(self.name, source, "master dark", dark, path, ccd)
         frame_bsub = cal.is_bias_subtracted(ccd.meta)
         if frame_bsub and not dark_bsub:

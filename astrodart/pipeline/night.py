@@ -321,7 +321,7 @@ def _light_exptimes(tree, filters) -> list:
 
 
 def _calibrate(run: _NightRun) -> None:
-    from astrodart.frames.header import FrameHeader
+    from astrodart.frames.camera import camera_saturation
     from astrodart.pipeline.finalize import finalize_stage1
     from astrodart.pipeline.organise import get_directory
 
@@ -343,7 +343,7 @@ def _calibrate(run: _NightRun) -> None:
     if saturation is None:
         raw = tree.science()[1]
         first = raw[0][0] if raw and raw[0] else result.calibrated[chosen[0]][0]
-        saturation = FrameHeader.from_file(first).saturation or 65535.0
+        saturation = camera_saturation(raw[0] if raw and raw[0] else [first])  # 12-bit too
     result.saturation = saturation_electrons(saturation, result.masters, chosen)
     from astrodart.pipeline.night_bayer import demosaic_night
 

@@ -460,6 +460,7 @@ def saturation_electrons(saturation_adu: float, masters: dict, filters) -> float
     """
     from astrodart import calibration as cal
     from astrodart.calibration.flat import flat_normalisation
+    from astrodart.frames.header import FrameHeader
     from astrodart.pipeline.calibration_step import load_master
 
     darks = masters.get("dark") or {}
@@ -467,7 +468,7 @@ def saturation_electrons(saturation_adu: float, masters: dict, filters) -> float
     ref = load_master(offset) if offset else None
     gain = (masters.get("gain") or (1.0, ""))[0]
     if ref is not None:
-        gain = float(ref.meta.get("ADGAIN") or ref.meta.get("GAIN") or gain)
+        gain = float(ref.meta.get("ADGAIN") or FrameHeader(ref.meta).gain or gain)
     pedestal = 0.0
     if ref is not None and (masters.get("bias") or not cal.is_bias_subtracted(ref.meta)):
         pedestal = float(np.nanmedian(ref.data))

@@ -72,7 +72,8 @@ def night_gain_read_noise(tree, gain: float | None = None,
                           read_noise: float | None = None) -> dict:
     """The night's gain (e-/ADU) and read noise (e-), and where each comes from.
 
-    Gain: the header (``GAIN``/``EGAIN``/..., :attr:`FrameHeader.GAIN_KEYS`), else measured
+    Gain: the header (``EGAIN``/``GAIN``/..., :attr:`FrameHeader.gain`: a CMOS camera's
+    gain setting is not e-/ADU), else measured
     by photon transfer when the night has at least two bias frames and two flats of a
     filter (:class:`astrodart.pipeline.characterise.photon_transfer`), else ``gain``, else
     1.0 e-/ADU. Read noise: the header (``RON``/``RDNOISE``/...), else measured from pairs
@@ -108,7 +109,7 @@ def night_gain_read_noise(tree, gain: float | None = None,
     first = _first_frame(tree)
     fh = FrameHeader.from_file(first) if first else None
     bias_files, flats = tree.bias()[1], tree.flatfield()[1]
-    g = _header_value(fh, FrameHeader.GAIN_KEYS) if fh else None
+    g = (fh.gain, fh.gain_keyword) if fh and fh.gain is not None else None  # not a CMOS setting
     g = (g[0], f"header {g[1]}") if g else _measured_gain(bias_files, flats)
     g = g or ((float(gain), "user") if gain is not None else None)
     assumed = [] if g else ["gain 1.0 e-/ADU"]

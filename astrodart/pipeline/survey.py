@@ -77,7 +77,7 @@ class FrameRecord:
     binning : tuple
         ``(xbin, ybin)``.
     camera : str or None
-        ``INSTRUME``/``DETECTOR``.
+        ``INSTRUME`` / ``DETECTOR`` / ``CCD-ID`` (:attr:`astrodart.frames.header.FrameHeader.camera_id`).
     ccd_temp : float or None
         CCD temperature (deg C).
     calibrated : bool
@@ -197,6 +197,16 @@ class NightSurvey:
         """
         return sorted({r.filter or "none" for r in self.of_type("light")})
 
+    def cameras(self) -> dict[str, int]:
+        """Frames per camera (``INSTRUME`` / ``DETECTOR`` / ``CCD-ID``; 'unknown' without).
+
+        Returns
+        -------
+        dict
+            Camera name to frame count, sorted by name.
+        """
+        return dict(sorted(Counter(r.camera or "unknown" for r in self.frames).items()))
+
     def night_date(self) -> str:
         """AstroDART's night folder name: 'YYMMDD' of the earliest light's UTC start.
 
@@ -260,6 +270,10 @@ class NightSurvey:
         lines = [f"{'type':<10}{'filter':<14}{'exptime':>9}{'frames':>8}"]
         for (t, f, e), n in sorted(rows.items(), key=lambda kv: (order[kv[0][0]], kv[0][1], kv[0][2] or 0)):
             lines.append(f"{t:<10}{f:<14}{'' if e is None else f'{e:g} s':>9}{n:>8}")
+        named = {c: n for c, n in self.cameras().items() if c != "unknown"}
+        if len(named) > 1:  # opticam-like nights: not yet reduced camera by camera
+            lines.append(f"{len(named)} cameras: " + ", ".join(f"{c} ({n} frames)" for c, n in named.items())
+                         + "; reduce each camera's frames as a night of its own")
         calibrated = [r for r in self.frames if r.calibrated]
         if calibrated:
             lines.append(f"{len(calibrated)} frame(s) already calibrated ({calibrated[0].calibrated_by})")
@@ -401,7 +415,7 @@ def _record(info: FrameEvidence, ftype: str, why: str) -> FrameRecord:
     return FrameRecord(path=info.path, frame_type=ftype, filter=filt, exptime=info.exptime,
                        date_obs=date_obs, target=fh.object, header_type=None if info.raw is None
                        else str(info.raw), why=why, overrides_header=info.htype != ftype,
-                       shape=shape, binning=binning, camera=fh.camera, ccd_temp=temp,
+                       shape=shape, binning=binning, camera=fh.camera_id, ccd_temp=temp,
                        calibrated=cal is not None, calibrated_by=cal, relpath=info.rel)
 
 
