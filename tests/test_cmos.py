@@ -101,15 +101,17 @@ def _adc_frame(bits=12, seed=1, shape=(120, 160)):
     return np.clip(data, 0, top)
 
 
-def test_hatp32_saturated_stars_are_masked_at_4095():
+def test_hatp32_saturation_is_4095_from_the_data():
     files = sorted(require(HATP32).glob("*.FITS"))
     for f in files[:3]:
         raw = fits.getdata(f)
-        ccd = read_frame(f)
         n = int(np.count_nonzero(raw >= 4095))
         assert n > 100  # HAT-P-32 sample: ~160 pixels per frame at 4095, no SATURATE keyword
-        assert ccd.meta["ADNSATUR"] == n and ccd.meta["ADSATLEV"] == 4095
-        assert int(ccd.mask.sum()) == n
+        depth = frame_bit_depth(raw)
+        assert (depth.bits, depth.saturation) == (12, 4095)
+        # not masked at read (only a header's level or the data type's limit is): the
+        # plate solver needs the bright stars' cores (one solution went off by 2 px)
+        assert "ADNSATUR" not in read_frame(f).meta
     depth = camera_bit_depth(fits.getdata(f) for f in files)
     assert (depth.bits, depth.shift, depth.saturation) == (12, 0, 4095)
     assert camera_saturation(files) == 4095
@@ -118,7 +120,7 @@ def test_hatp32_saturated_stars_are_masked_at_4095():
 def test_sixteen_bit_real_night_is_not_mistaken():
     files = sorted(require(HATP27).glob("*science*"))[:3]
     assert camera_saturation(files) == 65535
-    assert "ADSATLEV" not in read_frame(files[0]).meta
+    assert frame_bit_depth(fits.getdata(files[0])) is None
 
 
 @pytest.mark.parametrize("bits", [12, 14])
@@ -132,9 +134,7 @@ def test_left_shifted_frame_is_recognised(tmp_path, bits):
     depth = frame_bit_depth(stored)
     assert (depth.bits, depth.shift, depth.saturation) == (bits, shift, top)
     ccd = read_frame(path)
-    n = int(np.count_nonzero(counts == 2 ** bits - 1))
-    assert n >= 3
-    assert ccd.meta["ADSATLEV"] == top and ccd.meta["ADNSATUR"] == n
+    assert int(np.count_nonzero(counts == 2 ** bits - 1)) >= 3
     assert ccd.data.max() == top  # the stored ADU scale is kept
     assert camera_saturation([path]) == top
 

@@ -35,8 +35,6 @@ __all__ = [
     "BitDepth",
     "frame_bit_depth",
     "camera_bit_depth",
-    "KW_SATURATION_LEVEL",
-    "saturation_from_data",
 ]
 
 #: Camera names (``INSTRUME``/``DETECTOR``/``CAMERA``) of CMOS cameras, whose capture
@@ -46,8 +44,6 @@ CMOS_CAMERA_NAMES = re.compile(r"\bzwo\b|\basi ?\d{3}|\bqhy|touptek|player ?one|
                                re.IGNORECASE)
 #: A ``GAIN`` above this, with no ``EGAIN``, is a setting, not e-/ADU.
 MAX_GAIN_E_PER_ADU = 20.0
-#: Header card of the saturation level :func:`saturation_from_data` found in the data.
-KW_SATURATION_LEVEL = "ADSATLEV"
 #: ADC depths recognised in 16-bit words, and the fewest pixels that make a plateau.
 _DEPTHS = (12, 14)
 _MIN_PLATEAU = 3
@@ -207,36 +203,3 @@ def camera_bit_depth(frames, word_bits: int = 16) -> BitDepth | None:
                                        f"({n_top} pixels at it)")
     plateau = next((f for f in found if f is not None), None)
     return plateau
-
-
-def saturation_from_data(data, header, level: float | None) -> float | None:
-    """The saturation level of a raw frame at read: the header's, else the data's.
-
-    When the header gives no level (no ``SATURATE``/``DATAMAX``/...: ``level`` is the data
-    type's limit), a depth shown by the data (:func:`frame_bit_depth`) lowers it and
-    :data:`KW_SATURATION_LEVEL` records it in ``header``.
-
-    Parameters
-    ----------
-    data : numpy.ndarray
-        The raw pixels (true values).
-    header : astropy.io.fits.Header
-        The frame's header (a card is added when the data set the level).
-    level : float or None
-        From :func:`astrodart.frames.checks.raw_saturation`; None for floating-point data.
-
-    Returns
-    -------
-    float or None
-        The level to mask at (None: nothing is masked).
-    """
-    from astrodart.frames.checks import SATURATION_KEYS
-
-    if level is None or any(k in header for k in SATURATION_KEYS):
-        return level
-    depth = frame_bit_depth(data)
-    if depth is None or depth.saturation >= level:
-        return level
-    header[KW_SATURATION_LEVEL] = (depth.saturation, f"{depth.bits}-bit ADC, shift {depth.shift} (data)")
-    return depth.saturation
-

@@ -36,7 +36,6 @@ from astrodart.frames.checks import (
     mask_saturated,
     raw_saturation,
 )
-from astrodart.frames.cmos import saturation_from_data  # 12/14-bit ADCs, no SATURATE
 
 #: Header card counting the raw pixels at saturation that :func:`read_frame` masked.
 KW_SATURATED = "ADNSATUR"
@@ -328,7 +327,7 @@ def read_frame(path, unit=None, dtype=np.float32, default_unit="adu") -> CCDData
         mask = mask.reshape(data.shape)
     if uncertainty is not None and uncertainty.array.shape != data.shape:
         uncertainty = StdDevUncertainty(uncertainty.array.reshape(data.shape))
-    mask, nsat = mask_saturated(data, mask, saturation_from_data(data, header, level))
+    mask, nsat = mask_saturated(data, mask, level)
     if nsat:
         header[KW_SATURATED] = (nsat, "raw pixels at saturation, masked at read")
     the_unit = u.Unit(unit) if unit is not None else _unit_from_header(header, default_unit)
