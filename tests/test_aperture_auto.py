@@ -201,6 +201,9 @@ def test_auto_end_to_end_on_fits_frames(tmp_path):
                           comparison_coord=[[[tuple(p)] * len(files)] for p in xy[1:]],
                           **{**common, "fwhm_factors": (choice.factor, R_IN, R_OUT)})
     ref = fixed.run_multi_coord()
+    # the run log goes with the results; the frames' own folder receives no file
+    assert (tmp_path / "out" / "astrodart_log.jsonl").exists()
+    assert not (tmp_path / "astrodart_log.jsonl").exists()
     np.testing.assert_allclose(res["differential"]["filter"]["V"]["rel_flux"],
                                ref["differential"]["filter"]["V"]["rel_flux"], rtol=1e-12)
     # a single star: its own normalised flux decides

@@ -423,10 +423,17 @@ class PhotometryRun(PhotometrySetup):
 
     # -- output ------------------------------------------------------------------------
     def _log(self, what: str, n_comp: int) -> None:
-        where = self.save_data_dir or Path(self.files[0][0]).parent
+        # Without an output folder, log only into an existing reduction tree's log: a folder
+        # of raw frames never receives a file from photometry.
+        if self.save_data_dir:
+            target = find_log_path(self.save_data_dir)
+        else:
+            target = find_log_path(Path(self.files[0][0]).parent, existing_only=True)
+        if target is None:
+            return
         try:
             log_event(
-                find_log_path(where),
+                target,
                 step=f"photometry.{what}",
                 phot_method=self.phot_method,
                 aperture_type=self.aperture_type,
