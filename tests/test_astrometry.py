@@ -509,3 +509,51 @@ def test_sip_is_kept_only_where_the_distortion_is_significant(distortion, kept):
     assert (wcs.sip is not None) is kept, note
     assert ("not significant" in note) is not kept
     assert n2 == 25 and rms2 < 0.02 * 6 * 3     # arcsec: the centroid noise, 0.02 px
+
+
+def test_api_key_read_without_loading_astroquery(tmp_path):
+    """The online backend's key is found without importing astroquery's HTTP stack (~2 s
+    of a night's astrometry step), and it is the key astroquery itself then reads."""
+    import subprocess
+    import sys
+
+    (tmp_path / "astropy").mkdir()
+    (tmp_path / "astropy" / "astroquery.cfg").write_text("[astrometry_net]\napi_key = k3y\n")
+    code = ("import sys\n"
+            "from astrodart.astrometry.online import _configured_api_key\n"
+            "first = _configured_api_key()\n"
+            "loaded = 'astroquery.astrometry_net' in sys.modules\n"
+            "from astroquery.astrometry_net import conf\n"
+            "print(first, loaded, conf.api_key, _configured_api_key())\n")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["k3y", "False", "k3y", "k3y"]
+
+
+def test_night_refusal_stops_after_the_first_frame(tmp_path):
+    """A field the index files cannot give (HAT-P-27b, 24') is tried once, on the
+    sharpest frame, within the blind time limit; the other frames are not tried and say
+    why. A second night of a solvable field (HAT-P-32) solves every frame."""
+    from types import SimpleNamespace
+
+    from astrodart.pipeline.night_astrometry import BLIND_TIME_LIMIT, _solve_night
+
+    def night(files):
+        result = SimpleNamespace(reference_frame=str(files[1]), data_dir=tmp_path / "tree",
+                                 series_filter="V")
+        return SimpleNamespace(result=result, guess={"V": 3.0}, pool=None,
+                               options=SimpleNamespace(overwrite=True))
+
+    files = copy_night(HATP27, tmp_path / "p27", "*science_exposures.0000000*.FIT.gz")
+    table = _solve_night(night(files), [str(p) for p in files])
+    assert len(table) == len(files) == 3
+    assert not any(table["solved"])
+    tried = table["elapsed"] > 0
+    assert list(table["file"][tried]) == [str(files[1])]
+    assert table["elapsed"][tried][0] < BLIND_TIME_LIMIT + 3.0  # the limit holds (detection aside)
+    assert all("not tried" in r and files[1].name in r for r in table["reason"][~tried])
+
+    good = copy_night(HATP32, tmp_path / "p32")[:3]
+    solved = _solve_night(night(good), [str(p) for p in good])
+    assert list(solved["solved"]) == [True, True, True]

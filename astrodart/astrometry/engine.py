@@ -82,11 +82,21 @@ def _child(conn, *args):
 def _run_with_time_limit(time_limit: float, *args):
     """Run :func:`_engine_solve` bounded by ``time_limit`` seconds of wall time.
 
-    In the main thread an interval timer raises inside the engine (it polls Python
-    signals); elsewhere the engine runs in a child process that is killed on time-out.
+    On Linux the engine runs in a forked child process that is killed on time-out: the
+    limit then holds to a few milliseconds (an interval timer in the main thread, which
+    the engine notices only between its own long loops, overshot 5 s by 2.5-3 s on the
+    HAT-P-27b night, ``benchmarks/astrometry_refusal.py``). The engine's package is
+    imported here first, so the child never waits on an import lock another thread held
+    at the fork. Elsewhere, in the main thread, an interval timer raises inside the
+    engine (it polls Python signals); in other threads a spawned child is used.
     Returns the Solution JSON or raises :class:`_SolveTimeout`.
     """
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+    import astrometry  # noqa: F401  (loaded before the fork, see above)
+
+    # a daemonic worker process (multiprocessing.Pool) may not start children
+    use_fork = sys.platform.startswith("linux") and not multiprocessing.current_process().daemon
+    if (not use_fork and threading.current_thread() is threading.main_thread()
+            and hasattr(signal, "setitimer")):
         def on_alarm(signum, frame):
             raise _SolveTimeout()
         previous = signal.signal(signal.SIGALRM, on_alarm)
@@ -100,7 +110,7 @@ def _run_with_time_limit(time_limit: float, *args):
             if old_timer[0] > 0:  # somebody else's timer (e.g. pytest-timeout): restore it
                 signal.setitimer(signal.ITIMER_REAL,
                                  max(old_timer[0] - (time.monotonic() - t0), 1e-3), old_timer[1])
-    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    ctx = multiprocessing.get_context("fork" if use_fork else "spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, *args), daemon=True)
     with warnings.catch_warnings():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
@@ -28,10 +29,25 @@ __all__ = ["solve_online"]
 log = logging.getLogger("astrodart.astrometry")
 
 def _configured_api_key() -> str:
-    try:
-        from astroquery.astrometry_net import conf
-        return str(conf.api_key or "")
-    except Exception:  # astroquery missing or its configuration unreadable
+    """The nova.astrometry.net API key astroquery is configured with ('' when none).
+
+    Importing ``astroquery.astrometry_net`` costs ~2 s (it loads astroquery's HTTP stack),
+    so when it is not loaded yet the key is read from astroquery's configuration file
+    (``[astrometry_net] api_key`` in ``astroquery.cfg`` of astropy's configuration folder,
+    where astroquery's ``conf`` reads it from).
+    """
+    import sys
+
+    if "astroquery.astrometry_net" in sys.modules:
+        try:
+            return str(sys.modules["astroquery.astrometry_net"].conf.api_key or "")
+        except Exception:  # its configuration unreadable
+            return ""
+    from astropy.config import get_config
+
+    try:  # the section astroquery's ConfigItem reads: astroquery.cfg in astropy's folder
+        return str(get_config("astroquery.astrometry_net").get("api_key", "") or "").strip()
+    except Exception:  # the configuration file unreadable
         return ""
 
 
