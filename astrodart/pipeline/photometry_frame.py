@@ -20,6 +20,7 @@ from astrodart.frames.header import FrameHeader
 from astrodart.frames.io import FrameError, read_frame
 from astrodart.photometry.apertures import PhotFlag, aperture_photometry_radii
 from astrodart.photometry.centroids import recentre
+from astrodart.photometry.optimal import optimal_photometry
 from astrodart.sources.psf import fwhm_of_stars
 from astrodart.pipeline.star_positions import PhotometryWarning, frame_wcs, pixel_scale_arcsec
 
@@ -49,7 +50,8 @@ def aperture_radii(options, fwhm: float, wcs, path: str) -> list[float]:
     Parameters
     ----------
     options : object
-        Carries ``aperture_type`` (``'fwhm'`` or ``'custom'``), ``fwhm_factors``,
+        Carries ``aperture_type`` (``'fwhm'``, ``'auto'``, ``'optimal'`` or ``'custom'``),
+        ``fwhm_factors``,
         ``phot_method`` and ``radius_phot``, ``radius_annulus``, ``radius_dannulus``
         (numbers or Quantities), as AstroDART's ``photometry`` does.
     fwhm : float
@@ -70,7 +72,7 @@ def aperture_radii(options, fwhm: float, wcs, path: str) -> list[float]:
     astrodart.frames.io.FrameError
         Angular radii on a frame without WCS.
     """
-    if options.aperture_type == "fwhm":
+    if options.aperture_type in ("fwhm", "optimal"):
         return [f * fwhm for f in options.fwhm_factors]
     if options.aperture_type == "auto":
         return [max(options.aperture_grid) * fwhm] + [f * fwhm
@@ -169,11 +171,15 @@ def measure_frame(path: str, stars: list, fwhm_prev: float | None, options) -> d
     r_ap, r_in, r_out = aperture_radii(options, fwhm, wcs, path)
     radii = ([f * fwhm for f in options.aperture_grid] if options.aperture_type == "auto"
              else [r_ap])
-    grid = aperture_photometry_radii(
-        data, xy, radii, r_in, r_out, gain=gain, read_noise=rn,
-        uncertainty=ccd.uncertainty.array if ccd.uncertainty is not None else None,
-        mask=ccd.mask, saturation=saturation, sigma=options.sigma,
-    )
+    unc = ccd.uncertainty.array if ccd.uncertainty is not None else None
+    if options.aperture_type == "optimal":  # weights out to the annulus (Naylor 1998)
+        grid = [optimal_photometry(data, xy, fwhm, r_in, r_out, gain=gain, read_noise=rn,
+                                   uncertainty=unc, mask=ccd.mask, saturation=saturation,
+                                   sigma=options.sigma)]
+    else:
+        grid = aperture_photometry_radii(data, xy, radii, r_in, r_out, gain=gain,
+                                         read_noise=rn, uncertainty=unc, mask=ccd.mask,
+                                         saturation=saturation, sigma=options.sigma)
     ap = grid[0]
     return {
         "ap": ap,

@@ -192,7 +192,7 @@ def run_meta(run, units, sky_dir, location) -> dict:
 def _recorded_factors(run) -> np.ndarray:
     """Aperture, annulus inner and outer radius in FWHM: for 'auto' the chosen radius (of
     the first filter; every filter's is in ``aperture_choice``)."""
-    if run.aperture_type == "fwhm":
+    if run.aperture_type in ("fwhm", "optimal"):
         return np.array(run.fwhm_factors)
     choices = getattr(run, "aperture_choices", {})
     if run.aperture_type == "auto" and choices:

@@ -23,8 +23,8 @@ __all__ = ["APERTURE_TYPES", "FWHM_FACTORS", "PhotometrySetup"]
 
 #: Aperture radius, annulus inner and outer radius in units of the FWHM ('fwhm' apertures).
 FWHM_FACTORS = (2.5, 3.5, 4.5)
-#: The aperture types of AstroDART's ``photometry`` (and ``'auto'``, issue 19).
-APERTURE_TYPES = ("fwhm", "custom", "auto")
+#: The aperture types of AstroDART's ``photometry`` (and ``'auto'`` and ``'optimal'``).
+APERTURE_TYPES = ("fwhm", "custom", "auto", "optimal")
 
 
 class PhotometrySetup:
@@ -35,7 +35,7 @@ class PhotometrySetup:
     phot_method : {'sky', 'pixel'}
         ``'sky'``: positions are SkyCoord, placed through each frame's WCS. ``'pixel'``:
         positions are 0-based ``(x, y)`` per filter per file, re-centred in each frame.
-    aperture_type : {'fwhm', 'custom', 'auto'}
+    aperture_type : {'fwhm', 'custom', 'auto', 'optimal'}
         ``'fwhm'``: radius, annulus inner and outer radius = 2.5, 3.5, 4.5 x the FWHM of
         each frame. ``'auto'``: every radius of ``aperture_grid`` (0.6 to 3.0 x the FWHM)
         is measured in one pass, with the annulus of ``fwhm_factors``, and the radius
@@ -44,7 +44,10 @@ class PhotometrySetup:
         ``results['meta']['aperture_choice']`` and ``self.aperture_choices``).
         ``'custom'``: ``radius_phot``, ``radius_annulus``, ``radius_dannulus`` in pixels
         for ``'pixel'`` and arcsec for ``'sky'`` (an astropy Quantity in ``u.pix`` or an
-        angle unit is taken as given).
+        angle unit is taken as given). ``'optimal'``: Naylor's (1998) profile-weighted
+        extraction (:func:`astrodart.photometry.optimal.optimal_photometry`, a Gaussian
+        profile of each frame's FWHM, weights out to the annulus's inner radius), for
+        faint targets; the annulus is that of ``fwhm_factors``.
     files : list of list of str
         Frames per filter (``files[filter][file]``); a flat list means one filter.
     filters : list of str, optional
