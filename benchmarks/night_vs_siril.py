@@ -19,7 +19,8 @@ one after the other in this one run:
 
 Prints the machine (CPU model, cores, RAM, load average), both wall times (whole process,
 start-up included) and CPU times (user + system of the process and its children), their
-ratio, and astrodart's per-step times (``OUT/results/summary.json`` ``timings``). Skips (b)
+ratio, the memory peaks (the whole process tree sampled every 0.1 s; the largest single
+process), and astrodart's per-step times (``OUT/results/summary.json`` ``timings``). Skips (b)
 with a message when ``siril-cli`` is not installed (``apt-get install siril``).
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -84,32 +86,65 @@ def decompress(data: Path, dest: Path) -> dict[str, list[Path]]:
     return out
 
 
-def timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, float, subprocess.CompletedProcess]:
-    """Run ``cmd``; its wall time, CPU time (user + system of it and its children) and result."""
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory (MB) of process ``pid`` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(d.name))
+            rss[int(d.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo += children.get(p, [])
+    return total / 1e6
+
+
+def timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, float, float, float, str]:
+    """Run ``cmd``: wall time, CPU time (user + system of it and its children), the peak of
+    the sampled resident memory of its whole process tree (MB, every 0.1 s; shared pages
+    counted once per process), the largest single process's peak (MB, ``ru_maxrss`` of the
+    waited-for children), and its output."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    peak = 0.0
+    with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        out: list[str] = []
+        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+        reader.start()
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss_mb(proc.pid))
+            time.sleep(0.1)
+        reader.join()
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, proc
+    if proc.returncode != 0:
+        print("".join(out)[-3000:])
+        raise SystemExit(f"{cmd[0]} failed (exit {proc.returncode})")
+    return wall, cpu, peak, after.ru_maxrss / 1e3, "".join(out)
 
 
-def run_astrodart(frames: Path, out: Path) -> tuple[float, float, dict]:
-    """``astrodart reduce`` to the stack; wall, CPU and summary.json."""
+def run_astrodart(frames: Path, out: Path) -> tuple[float, float, dict, float, float]:
+    """``astrodart reduce`` to the stack; wall, CPU, summary.json and the memory peaks."""
     exe = shutil.which("astrodart")
     cmd = ([exe] if exe else [sys.executable, "-m", "astrodart.cli"]) + [
         "reduce", str(frames), "--out", str(out), "--stop", "stack", "--no-progress"]
     print(f"\n(a) {' '.join(cmd)}   [load average {os.getloadavg()[0]:.1f}]", flush=True)
-    wall, cpu, proc = timed(cmd)
-    if proc.returncode != 0:
-        print(proc.stdout[-3000:], proc.stderr[-3000:])
-        raise SystemExit(f"astrodart reduce failed (exit {proc.returncode})")
+    wall, cpu, peak, largest, _ = timed(cmd)
     summary = json.loads((out / "results" / "summary.json").read_text())
-    return wall, cpu, summary
+    return wall, cpu, summary, peak, largest
 
 
-def run_siril(workdir: Path) -> tuple[float, float] | None:
+def run_siril(workdir: Path) -> tuple[float, float, float, float] | None:
     """Siril's standard mono script on ``workdir``; wall and CPU, or None without Siril."""
     exe = shutil.which("siril-cli")
     if exe is None:
@@ -124,25 +159,29 @@ def run_siril(workdir: Path) -> tuple[float, float] | None:
     cmd = [exe, "-d", str(workdir), "-s", str(script)]
     print(f"\n(b) {' '.join(cmd)}   [load average {os.getloadavg()[0]:.1f}]", flush=True)
     version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
-    wall, cpu, proc = timed(cmd, cwd=workdir)
-    if proc.returncode != 0 or not (workdir / "result.fit").exists():
-        print(proc.stdout[-3000:], proc.stderr[-3000:])
-        raise SystemExit(f"Siril failed (exit {proc.returncode})")
-    registered = [ln for ln in proc.stdout.splitlines() if "registered" in ln.lower()]
+    wall, cpu, peak, largest, text = timed(cmd, cwd=workdir)
+    if not (workdir / "result.fit").exists():
+        print(text[-3000:])
+        raise SystemExit("Siril wrote no result.fit")
+    registered = [ln for ln in text.splitlines() if "registered" in ln.lower()]
     print(f"    {version}; {registered[-1].strip() if registered else ''}")
-    return wall, cpu
+    return wall, cpu, peak, largest
 
 
-def report(a: tuple[float, float, dict], s: tuple[float, float] | None) -> None:
-    """Print the times, the ratio and astrodart's steps."""
-    wall, cpu, summary = a
+def report(a: tuple, s: tuple | None) -> None:
+    """Print the times, the memory peaks, the ratio and astrodart's steps."""
+    wall, cpu, summary, peak, largest = a
     frames = summary.get("frames", {})
-    print(f"\nastrodart reduce --stop stack: {wall:.1f} s wall, {cpu:.1f} s CPU "
+    print(f"\nastrodart reduce --stop stack: {wall:.1f} s wall, {cpu:.1f} s CPU, memory peak "
+          f"{peak:.0f} MB (whole process tree, sampled), largest process {largest:.0f} MB "
           f"(frames: {', '.join(f'{k} {frames[k]}' for k in ('bias', 'dark', 'flat', 'light') if k in frames)})")
-    for step, t in summary.get("timings", {}).items():
+    timings = summary.get("timings", {})
+    for step, t in timings.items():
         print(f"    {step:<12} {t:7.2f} s")
+    print(f"    {'(outside)':<12} {wall - sum(timings.values()):7.2f} s  start-up, plan, summary")
     if s is not None:
-        print(f"Siril Mono_Preprocessing:      {s[0]:.1f} s wall, {s[1]:.1f} s CPU")
+        print(f"Siril Mono_Preprocessing:      {s[0]:.1f} s wall, {s[1]:.1f} s CPU, memory "
+              f"peak {s[2]:.0f} MB")
         print(f"ratio astrodart / Siril: {wall / s[0]:.2f} (wall), {cpu / s[1]:.2f} (CPU)")
 
 
