@@ -181,9 +181,11 @@ def build_field_catalogue(ra: float = M67_CENTRE[0], dec: float = M67_CENTRE[1],
     rng = np.random.default_rng(colour_seed)
     assumed = np.clip(rng.normal(0.75, 0.25, len(t)), 0.0, 1.6)
     rows = []
-    c0 = math.cos(math.radians(dec))
+    c0 = math.cos(math.radians(M67_CENTRE[1]))
     for s, bv_assumed in zip(t, assumed):
-        near = math.hypot((s["ra"] - ra) * c0, s["dec"] - dec) < 10 / 60
+        # the README's BT values belong to M67's stars: matched near the cluster, wherever
+        # the query is centred
+        near = math.hypot((s["ra"] - M67_CENTRE[0]) * c0, s["dec"] - M67_CENTRE[1]) < 10 / 60
         known = _M67_TYCHO_BT.get(round(float(s["vt"]), 3)) if near else None
         if known:
             tyc, bt = known

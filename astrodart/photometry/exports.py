@@ -177,7 +177,8 @@ def aavso_extended_text(star_id: str, jd, mag, mag_err, *, filter: str,
         OBSTYPE parameter.
     mtype : {'DIF', 'STD'}
         Differential magnitudes against ``cname`` (the default: an ensemble, whose
-        CMAG is ``na``) or standardized ones.
+        CMAG is ``na``) or standardized ones (``'STD'``: the magnitudes, CMAG and KMAG
+        that :func:`astrodart.photometry.catalogue_photometry.comparison_photometry` gives).
     cname, cmag, kname, kmag : optional
         Comparison and check star names (at most 20 characters) and instrumental
         magnitudes (scalars or arrays of shape (n,)).
