@@ -217,7 +217,8 @@ def _reduce_parser(sub) -> None:
             p.add_argument(flag, dest=f.name, choices=REDUCE_STEPS, help=help_)
         else:
             kind = {"float | None": float, "int | None": int}.get(str(f.type), str)
-            p.add_argument(flag, dest=f.name, type=kind, help=help_)
+            p.add_argument(flag, dest=f.name, type=kind, help=help_,
+                           metavar=f.metadata.get("metavar"))
     p.add_argument("-v", "--verbose", action="store_true", default=False)
 
 

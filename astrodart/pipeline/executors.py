@@ -29,6 +29,9 @@ Stopping (Ctrl-C, SIGTERM, a killed parent):
   that started the worker ends (a pool started from a worker thread would lose its
   workers with the thread) and exists on Linux only; a poll of ``getppid`` is portable
   (macOS too) and costs nothing measurable.
+
+A whole night on a cluster (``astrodart reduce --scheduler ADDRESS``): see
+:mod:`astrodart.pipeline.cluster`.
 """
 from __future__ import annotations
 

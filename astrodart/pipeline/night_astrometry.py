@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from pathlib import Path
 
 from astropy.table import Table
@@ -69,7 +68,10 @@ def _solve_night(run, files: list) -> Table:
         return vstack([first, skipped])
     hints = {"pixel_scale": float(first["pixel_scale"][0]),
              "position": (float(first["center_ra"][0]), float(first["center_dec"][0]))}
-    n_chunks = max(1, getattr(pool, "_max_workers", None) or os.cpu_count() or 1)
+    from astrodart.pipeline.cluster import where_it_runs
+
+    where = where_it_runs(pool)  # a dask cluster: its threads, not this machine's cores
+    n_chunks = max(1, int(where.get("threads") or where["workers"]))
     size = max(1, -(-len(rest) // n_chunks))
     solve = functools.partial(_solve_frames, str(result.data_dir), fwhm=guess,
                               overwrite=run.options.overwrite, hints=hints)

@@ -20,6 +20,11 @@ under ``OUT/reduced_data/DATE/TARGET/`` (so the guided notebooks and
 Nothing here measures anything: the steps are the stage calls of the guides; this module
 chooses them, runs them and reports. The raw night is only read (``--out`` inside the
 night folder is refused).
+
+The per-frame steps run on a process pool here, or with ``--scheduler ADDRESS`` on the
+workers of a running dask.distributed cluster (:mod:`astrodart.pipeline.cluster`: the
+scheduler is reached and its workers checked before anything is read or written);
+``summary.json`` records where under ``ran_on``.
 """
 from __future__ import annotations
 
@@ -64,6 +69,9 @@ class ReduceRun:
         Product name -> path (``OUT/results/...``).
     summary : dict
         The content of ``summary.json``.
+    ran_on : dict
+        Where the per-frame steps ran
+        (:func:`astrodart.pipeline.cluster.where_it_runs`).
     """
 
     options: ReduceOptions
@@ -73,6 +81,7 @@ class ReduceRun:
     result: object = None
     products: dict = dataclasses.field(default_factory=dict)
     summary: dict = dataclasses.field(default_factory=dict)
+    ran_on: dict = dataclasses.field(default_factory=dict)
 
 
 def _target(options: ReduceOptions, survey, parsed: dict, notes: list):
@@ -222,13 +231,54 @@ def reduce(options: ReduceOptions, echo=print) -> ReduceRun:
     Raises
     ------
     astrodart.pipeline.reduce_options.UsageError
-        A setting that cannot be used.
+        A setting that cannot be used, also a ``--scheduler`` that does not answer or
+        whose workers cannot run the night (before anything is read or written).
     FileNotFoundError
         No FITS frames in the night folder, or a frame type the steps need is missing.
     """
+    parsed = options.check()
+    with _night_executor(options, parsed) as (executor, ran_on):
+        return _reduce(options, parsed, executor, ran_on, echo)
+
+
+@contextlib.contextmanager
+def _night_executor(options: ReduceOptions, parsed: dict):
+    """``(executor, ran_on)`` for the run: None (the night's own process pool) or the
+    client of ``--scheduler``, connected and checked before any work (the night and OUT
+    made absolute: the workers resolve no relative path); the client made here is closed
+    at the end, the cluster keeps running."""
+    from astrodart.pipeline.cluster import SchedulerError, connect_scheduler, where_it_runs
+    from astrodart.pipeline.reduce_options import UsageError
+
+    if options.scheduler is None:
+        yield None, where_it_runs(None, options.workers)
+        return
+    parsed["night"], parsed["out"] = parsed["night"].resolve(), parsed["out"].resolve()
+    try:
+        client, owned = connect_scheduler(options.scheduler, read=[parsed["night"]],
+                                          write=[parsed["out"]])
+    except (SchedulerError, ValueError) as exc:
+        raise UsageError(f"--{exc}" if str(exc).startswith("scheduler") else
+                         f"--scheduler: {exc}") from None
+    try:
+        yield client, where_it_runs(client)
+    finally:
+        if owned:
+            client.close()
+
+
+def _where_text(ran_on: dict) -> str:
+    """One line: where the per-frame steps run."""
+    if ran_on.get("scheduler"):
+        return (f"per-frame steps on the dask cluster at {ran_on['scheduler']}: "
+                f"{ran_on['workers']} workers, {ran_on['threads']} threads")
+    return f"per-frame steps on {ran_on['host']}: {ran_on['executor']} of {ran_on['workers']}"
+
+
+def _reduce(options: ReduceOptions, parsed: dict, executor, ran_on: dict, echo) -> ReduceRun:
+    """The run of :func:`reduce` once the options are checked and the executor chosen."""
     from astrodart.pipeline.survey import survey_night
 
-    parsed = options.check()
     t0 = time.perf_counter()
     survey = survey_night(parsed["night"], frame_types=parsed["frame_types"],
                           target=options.target)
@@ -236,14 +286,15 @@ def reduce(options: ReduceOptions, echo=print) -> ReduceRun:
     notes = list(survey.override_messages())
     date = survey.night_date()
     target, coord = _target(options, survey, parsed, notes)
-    run = ReduceRun(options, survey, date, target)
+    run = ReduceRun(options, survey, date, target, ran_on=ran_on)
     out = parsed["out"]
     _check_site(parsed, survey, coord)
     if options.dry_run:
         echo(plan_text(options, survey, date, target, out,
                        coord is not None or parsed["target_xy"] is not None))
+        echo(_where_text(ran_on))
         return run
-    for line in notes:
+    for line in notes + ([_where_text(ran_on)] if executor is not None else []):
         echo(line)
     out.mkdir(parents=True, exist_ok=True)
     with _sole_run(out):
@@ -257,7 +308,7 @@ def reduce(options: ReduceOptions, echo=print) -> ReduceRun:
             out, date, target, filters=options.filters or None, target_coord=coord,
             comparisons=parsed["comparisons"], transit_guess=False,  # the transit step fits
             saturation=options.saturation, cosmic_rays="lacosmic" if options.cosmics else None,
-            workers=options.workers, progress=options.progress, steps=steps,
+            executor=executor, workers=options.workers, progress=options.progress, steps=steps,
             interpolate_darks=options.interpolate_darks, gain=options.gain,
             read_noise=options.read_noise, calibrated=_calibrated_lights(options, survey),
             site=parsed["site"],

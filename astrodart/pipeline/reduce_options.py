@@ -32,8 +32,10 @@ class UsageError(ValueError):
     """A command-line or configuration value that cannot be used (exit status 2)."""
 
 
-def _opt(default, help: str, flag: str | None = None, config: bool = True):
-    return field(default=default, metadata={"help": help, "flag": flag, "config": config})
+def _opt(default, help: str, flag: str | None = None, config: bool = True,
+         metavar: str | None = None):
+    return field(default=default, metadata={"help": help, "flag": flag, "config": config,
+                                            "metavar": metavar})
 
 
 def _many(help: str):
@@ -98,6 +100,12 @@ class ReduceOptions:
         Print the plan and write nothing.
     workers : int, optional
         Worker processes (default: all cores).
+    scheduler : str or distributed.Client, optional
+        Address of a running dask.distributed scheduler (``tcp://HOST:8786``), or in
+        Python a ``Client``: the per-frame steps run on its workers instead of a process
+        pool here (:mod:`astrodart.pipeline.cluster`). The workers need astrodart and the
+        same file system (the night and ``out`` at the same paths); this is checked
+        before any work.
     cosmics, stack : bool
         Clean cosmic rays; stack the aligned frames.
     png : bool
@@ -147,6 +155,11 @@ class ReduceOptions:
     redo: bool = _opt(False, "recompute the steps run even when their outputs are current")
     dry_run: bool = _opt(False, "print the plan; write nothing", config=False)
     workers: int | None = _opt(None, "worker processes (default: all cores)")
+    scheduler: str | None = _opt(None, "address of a running dask.distributed scheduler "
+                                       "(tcp://HOST:8786): the per-frame steps run on its "
+                                       "workers, which need astrodart and the same file "
+                                       "system (default: a process pool here)",
+                                 metavar="ADDRESS")
     cosmics: bool = _opt(True, "clean cosmic rays (L.A.Cosmic)", flag="--no-cosmics")
     stack: bool = _opt(True, "stack the aligned frames", flag="--no-stack")
     png: bool = _opt(False, "PNG previews of masters and calibrated frames, and the "
@@ -224,6 +237,12 @@ class ReduceOptions:
             raise UsageError(f"--aperture {self.aperture!r}: use 'auto' or 'fwhm'")
         if self.workers is not None and int(self.workers) < 1:
             raise UsageError(f"--workers {self.workers}: must be at least 1")
+        if self.scheduler is not None and not (
+                (isinstance(self.scheduler, str) and self.scheduler.strip())
+                or hasattr(self.scheduler, "submit")):
+            raise UsageError(f"--scheduler {self.scheduler!r}: give the address of a dask "
+                             "scheduler (tcp://HOST:8786) or, in Python, a "
+                             "dask.distributed.Client")
         from astrodart.color.bayer import BAYER_PATTERNS, DEMOSAIC_METHODS
 
         if self.bayer_pattern is not None and str(self.bayer_pattern).upper() not in BAYER_PATTERNS:
@@ -328,6 +347,10 @@ class ReduceOptions:
             if not f.metadata.get("config", True):
                 continue
             value = getattr(self, f.name)
+            if f.name == "scheduler" and value is not None and not isinstance(value, str):
+                from astrodart.pipeline.cluster import scheduler_address
+
+                value = scheduler_address(value)  # a Client: its address
             lines.append(f"# {f.metadata['help']}")
             if value is None:
                 lines.append(f"# {f.name} =")

@@ -261,7 +261,8 @@ def _summary(run, notes: list, seconds: float, products: dict) -> dict:
                "timings": {k: round(v, 2) for k, v in result.timings.items() if v is not None},
                "seconds": round(seconds, 1),
                "masters": _masters_record(result.masters),
-               "products": {k: str(v) for k, v in products.items()}}
+               "products": {k: str(v) for k, v in products.items()},
+               "ran_on": dict(getattr(run, "ran_on", {}) or {})}
     if result.astrometry is not None and len(result.astrometry):
         ast = result.astrometry
         summary["astrometry"] = {"solved": int(np.sum(ast["solved"])), "frames": len(ast),
