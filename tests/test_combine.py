@@ -332,6 +332,33 @@ def test_tile_compressed_and_integer_inputs(tmp_path):
     np.testing.assert_array_equal(data, np.median(cube.astype(np.float64), axis=0))
 
 
+def test_unsigned16_inputs_read_exactly_with_blank_and_saturation(tmp_path):
+    """Camera data (uint16 stored as int16 + BZERO 32768) over the whole range, read in
+    several bands: values equal the physical ones exactly, BLANK and saturated (65535)
+    values are missing, not rejected."""
+    rng = np.random.default_rng(11)
+    cube = rng.integers(0, 65536, (4, 12, 1500)).astype(np.uint16)
+    cube[:, 0, :4] = [[0], [1], [32767], [32768]]  # the sign-bit boundary, both sides
+    cube[1, 5, 5] = cube[2, 6, 6] = 65535  # saturated
+    files = []
+    for i, plane in enumerate(cube):
+        hdu = fits.PrimaryHDU(plane)  # written as int16 with BZERO = 32768
+        hdu.header["BLANK"] = -32767  # raw value of the physical 1
+        files.append(tmp_path / f"u{i}.fits")
+        hdu.writeto(files[-1])
+        header = fits.getheader(files[-1])
+        assert (header["BITPIX"], header["BZERO"], header["BLANK"]) == (16, 32768, -32767)
+    missing = (cube == 1) | (cube == 65535)
+    truth = np.where(missing, np.nan, cube.astype(np.float64))
+    out = combine_files(files, tmp_path / "o.fits", "median", memory_limit=1e5)
+    assert plan_band_rows(4, (12, 1500), 1e5) < 6  # read band by band
+    data, _unc, nrej, _mask, _hdr = open_result(out)
+    np.testing.assert_array_equal(data, np.nanmedian(truth, axis=0))
+    assert (nrej == 0).all()
+    res = combine_band(truth.astype(np.float32), "sum")
+    np.testing.assert_array_equal(res.ncombined, (~missing).sum(axis=0))
+
+
 # --------------------------------------------------------------------------- rejection power
 
 

@@ -84,6 +84,7 @@ from astrodart.combine.rejection import (
 )
 from astrodart.combine.sorting import (
     _BLOCK_PIXELS,
+    _count_rows,
     _median_mad_sorted,
     _sort_planes,
     _sorted_columns,
@@ -169,14 +170,22 @@ def _weighted_stats(
     """Average or sum of the non-NaN values of ``x`` (N, m) and its standard error, with
     float64 accumulation; ``w`` are per-frame weights (None = equal)."""
     valid = ~np.isnan(x)
-    wv = valid.astype(np.float64) if w is None else valid * w[:, None].astype(np.float64)
-    sw = wv.sum(axis=0)
+    n = _count_rows(valid)
     xs = np.where(valid, x, 0).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (wv * xs).sum(axis=0) / sw
-        var = (wv * wv * (xs - mean) ** 2).sum(axis=0)
+        if w is None:  # the weighted sums below with every weight 1, without the products
+            sw = n.astype(np.float64)
+            mean = xs.sum(axis=0) / sw
+            dev = np.subtract(xs, mean)
+            dev *= dev
+            np.copyto(dev, 0.0, where=~valid)
+            var = dev.sum(axis=0)
+        else:
+            wv = valid * w[:, None].astype(np.float64)
+            sw = wv.sum(axis=0)
+            mean = (wv * xs).sum(axis=0) / sw
+            var = (wv * wv * (xs - mean) ** 2).sum(axis=0)
         err = np.sqrt(var) / sw
-    n = valid.sum(axis=0)
     err[n < 2] = np.nan
     if method == "sum":
         return np.where(n > 0, mean * sw, np.nan), err * sw
@@ -221,7 +230,7 @@ def _general(x: np.ndarray, method: str, weights, rej: Rejection, ninvalid=None,
         if (rej.center, rej.spread) == ("median", "mad_std"):
             srt = _sorted_columns(np.where(np.isnan(x), np.array(np.inf, x.dtype), x))
             lo = np.zeros(x.shape[1], dtype=np.intp)
-            hi = np.isfinite(srt).sum(axis=0)
+            hi = _count_rows(np.isfinite(srt))
             stats = _clip_sorted(srt, lo, hi, rej, floor=floor)
             _keep_range(x, srt, lo, hi)
         else:
@@ -352,9 +361,9 @@ class _Chunk:
             return
         srt = np.empty((self.nframes, sel.size), dtype=self.band.dtype)
         for j, p in enumerate(planes):
-            srt[j] = p.reshape(-1)[sel]
-        lo = (srt < lo_b.reshape(-1)[sel]).sum(axis=0)
-        hi = (srt <= hi_b.reshape(-1)[sel]).sum(axis=0)
+            np.take(p.reshape(-1), sel, out=srt[j])
+        lo = _count_rows(srt < lo_b.reshape(-1)[sel])
+        hi = _count_rows(srt <= hi_b.reshape(-1)[sel])
         self.pending.append((sel + a * self.nx, srt, lo, hi))
         self.npending += sel.size
         if self.npending >= min(self.general_pixels, self.flush_threshold):

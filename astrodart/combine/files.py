@@ -11,8 +11,10 @@ Memory
 ------
 The working band holds ``nframes x rows x nx`` values in ``dtype`` (float32 by default);
 ``rows`` is chosen so that the band, the reading buffers and the engine's bounded
-scratch space fit in ``memory_limit`` bytes. On top of that come the outputs (combined
-image, uncertainty, two int16 count planes: 12 bytes per pixel) and the interpreter.
+scratch space fit in ``memory_limit`` bytes, and the band is at most ~64 MB (a bigger
+one is no faster: it only costs fresh pages and cache misses). On top of that come the
+outputs (combined image, uncertainty, two int16 count planes: 12 bytes per pixel) and
+the interpreter.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ log = logging.getLogger("astrodart")
 
 #: Bytes reserved per reading/combining thread besides the band (engine scratch space).
 _FIXED_PER_THREAD = 24e6
+#: Bytes of the working band beyond which a bigger band brings no speed (see _combine_bands).
+_BAND_BYTES = 64e6
 #: The smallest ``memory_limit`` (bytes) a combination accepts.
 MIN_MEMORY_LIMIT = 1e5
 _DROP_KEYS = (
@@ -297,6 +301,9 @@ def _combine_bands(
     reading and combining."""
     nframes, (ny, nx) = len(inputs), inputs[0].shape
     rows = plan_band_rows(nframes, (ny, nx), memory_limit, dtype.itemsize, threads)
+    # Within the limit, a band of ~_BAND_BYTES is reused from band to band: a larger one
+    # only adds fresh pages (page faults) and falls out of the processor's cache.
+    rows = min(rows, max(4 * threads, int(_BAND_BYTES // (nframes * nx * dtype.itemsize))))
     # The engine's general path uses ~40 bytes per value of a piece; keep a piece within
     # the scratch space reserved per thread by plan_band_rows.
     general_pixels = max(256, int(0.6 * min(_FIXED_PER_THREAD, memory_limit / 8) / (40 * nframes)))

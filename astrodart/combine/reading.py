@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import queue
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,20 @@ def _inspect(path) -> _Input:
     )
 
 
+def _is_unsigned16(inp: _Input) -> bool:
+    """True for the usual camera data: big-endian int16 with ``BZERO = 32768``, unscaled."""
+    return inp.dtype == np.dtype(">i2") and inp.bscale == 1.0 and inp.bzero == 32768.0
+
+
+def _unsigned16(raw: np.ndarray) -> np.ndarray:
+    """The unsigned values (``raw + 32768``) of big-endian int16 ``raw``, as a big-endian
+    uint16 view of the same buffer (overwritten): flipping the sign bit adds 32768 modulo
+    65536, which is cheaper than converting through a byte-swapped int16 and adding."""
+    native = raw.view(np.uint16)
+    np.bitwise_xor(native, np.uint16(0x0080 if sys.byteorder == "little" else 0x8000), out=native)
+    return native.view(">u2")
+
+
 class _Stream:
     """Sequential row reader over the raw bytes of one HDU (plain or gzip file)."""
 
@@ -194,7 +209,11 @@ class _Reader:
         try:
             if self.data is not None:
                 raw = self.data.read(r0, r1, buf)
-                if inp.bscale != 1.0:
+                if inp.blank is not None:
+                    missing = raw == inp.blank  # before _unsigned16 reuses the buffer
+                if _is_unsigned16(inp):
+                    np.copyto(out, _unsigned16(raw), casting="unsafe")
+                elif inp.bscale != 1.0:
                     np.multiply(raw, out.dtype.type(inp.bscale), out=out, casting="unsafe")
                     if inp.bzero != 0.0:
                         out += out.dtype.type(inp.bzero)
@@ -203,12 +222,12 @@ class _Reader:
                 else:
                     np.copyto(out, raw, casting="unsafe")
                 if inp.blank is not None:
-                    out[raw == inp.blank] = np.nan
+                    np.copyto(out, np.nan, where=missing)
             else:
                 sec = self._astropy()[inp.hdu_index].section
                 out[...] = sec[r0:r1] if len(sec.shape) == 2 else sec[0, r0:r1]
             if inp.saturation is not None:  # saturated raw pixels are left out
-                out[out >= inp.saturation] = np.nan
+                np.copyto(out, np.nan, where=out >= inp.saturation)
             if self.mask is not None:
                 out[self.mask.read(r0, r1, buf) != 0] = np.nan
             elif inp.mask_index is not None:

@@ -25,6 +25,7 @@ from astrodart.combine.sorting import (
     _BLOCK_PIXELS,
     _median_mad_sorted,
     _sort_planes,
+    _count_rows,
     _sorted_columns,
     _take,
 )
@@ -91,23 +92,25 @@ def _clip_sorted(
     changed in the last of them). ``floor`` (m,) is the spread floor of each column
     (see :func:`floored_sigma`). Returns (median, MAD) of the kept values.
     """
-    nframes, m = srt.shape
-    med = np.full(m, np.nan, dtype=srt.dtype)
-    mad = np.full(m, np.nan, dtype=srt.dtype)
+    med = np.full(srt.shape[1], np.nan, dtype=srt.dtype)
+    mad = np.full(srt.shape[1], np.nan, dtype=srt.dtype)
+    nframes = srt.shape[0]
     rows = np.arange(nframes)[:, None]
-    active = np.nonzero(hi > lo)[0]
+    inf = srt.dtype.type(np.inf)
+    active = np.flatnonzero(hi > lo)
+    s_a = None
     for it in range(first_pass, rej.maxiters + 1):  # the last pass only measures
         if active.size == 0:
             break
-        if active.size == m:
-            s_a, lo_a, hi_a = srt, lo.copy(), hi.copy()
-        else:
-            s_a, lo_a, hi_a = srt[:, active], lo[active], hi[active]
+        # compact copy of the active columns (from the previous copy once it exists)
+        s_a = np.take(srt if s_a is None else s_a, active if s_a is None else keep, axis=1)
+        lo_a, hi_a = lo[active], hi[active]
         k = hi_a - lo_a
         med_a = _take(s_a, lo_a + (k - 1) // 2) + _take(s_a, lo_a + k // 2)
         med_a *= 0.5
-        dev = np.abs(s_a - med_a)
-        dev[(rows < lo_a) | (rows >= hi_a)] = np.inf
+        dev = np.subtract(s_a, med_a)
+        np.abs(dev, out=dev)
+        np.copyto(dev, inf, where=(rows < lo_a) | (rows >= hi_a))
         # Deviations of a sorted column from its median, with +inf outside the kept
         # range, are bitonic: the bitonic merger sorts them.
         dev = _sorted_columns(dev, bitonic=True)
@@ -117,11 +120,11 @@ def _clip_sorted(
         if it == rej.maxiters:
             break
         sig = floored_sigma(mad_a, None if floor is None else floor[active])
-        new_lo = np.maximum(lo_a, (s_a < med_a - rej.sigma_low * sig).sum(axis=0))
-        new_hi = np.minimum(hi_a, (s_a <= med_a + rej.sigma_high * sig).sum(axis=0))
-        changed = (new_lo != lo_a) | (new_hi != hi_a)
+        new_lo = np.maximum(lo_a, _count_rows(s_a < med_a - rej.sigma_low * sig))
+        new_hi = np.minimum(hi_a, _count_rows(s_a <= med_a + rej.sigma_high * sig))
         lo[active], hi[active] = new_lo, new_hi
-        active = active[changed & (new_hi > new_lo)]
+        keep = np.flatnonzero(((new_lo != lo_a) | (new_hi != hi_a)) & (new_hi > new_lo))
+        active = active[keep]
     return med, mad
 
 
@@ -132,7 +135,7 @@ def _keep_range(x: np.ndarray, srt: np.ndarray, lo: np.ndarray, hi: np.ndarray) 
     vmin = np.where(kept, _take(srt, np.minimum(lo, nframes - 1)), np.inf)
     vmax = np.where(kept, _take(srt, np.clip(hi - 1, 0, nframes - 1)), -np.inf)
     with np.errstate(invalid="ignore"):
-        x[(x < vmin) | (x > vmax)] = np.nan
+        np.copyto(x, np.nan, where=(x < vmin) | (x > vmax))
 
 
 def floored_sigma(mad: np.ndarray, floor: np.ndarray | None) -> np.ndarray:
