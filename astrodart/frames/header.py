@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 
 from astropy import units as u
 from astropy.io import fits
-from astropy.time import Time, TimeDelta
 
 from astrodart.exceptions import warn
 from astrodart.frames.checks import SATURATION_KEYS, raw_saturation
@@ -39,6 +38,7 @@ from astrodart.frames.io import read_header
 
 if TYPE_CHECKING:  # astropy.coordinates (~0.3 s with astropy.table) loads in coord/location
     from astropy.coordinates import EarthLocation, SkyCoord
+    from astropy.time import Time
 
 __all__ = [
     "FRAME_TYPES",
@@ -433,6 +433,8 @@ class FrameHeader:
             t = self._parse_datetime(str(v), key)
             if t is not None:
                 return t
+        from astropy.time import Time  # loaded on first use (25-70 ms of every process)
+
         mjd = self._float(("MJD-OBS", "MJD_OBS"), "start time", False)
         if mjd is not None:
             return Time(mjd, format="mjd", scale="utc")
@@ -452,6 +454,8 @@ class FrameHeader:
             clock = _clean(self.header.get("TIME-OBS", self.header.get("UT", self.header.get("UTSTART"))))
             if clock is None:
                 return None
+        from astropy.time import Time, TimeDelta
+
         try:
             t = Time(f"{date}T{clock}", format="isot", scale="utc")
         except ValueError:
@@ -466,6 +470,8 @@ class FrameHeader:
     @property
     def mid_exposure(self) -> Time:
         """Mid-exposure time (UTC): start + exptime / 2."""
+        from astropy.time import TimeDelta
+
         return self.date_obs + TimeDelta((self.exptime_or_none or 0.0) / 2, format="sec")
 
     # -- pointing and site -------------------------------------------------------------
