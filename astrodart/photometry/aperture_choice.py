@@ -163,15 +163,18 @@ class ApertureChoice:
         }
 
 
-def _curve_at(k, target_flux, target_err, comp_flux, comp_err, valid, variable_threshold):
-    """Differential (or, without comparisons, normalised) curve at radius ``k``."""
+def _curve_at(k, target_flux, target_err, comp_flux, comp_err, valid, variable_threshold,
+              time=None):
+    """Differential (or, without comparisons, normalised) curve at radius ``k``, with the
+    comparisons vetted as the final light curve vets them (the trend test needs ``time``)."""
     if comp_flux is None or np.shape(comp_flux)[1] == 0:
         f = np.asarray(target_flux[k], float)
         ok = np.asarray(valid[k][0], bool) & np.isfinite(f) & (f > 0)
         return np.where(ok, f / np.median(f[ok]), np.nan) if ok.any() else f * np.nan
     try:
         ens = ensemble_light_curve(target_flux[k], target_err[k], comp_flux[k], comp_err[k],
-                                   valid=valid[k], variable_threshold=variable_threshold)
+                                   valid=valid[k], variable_threshold=variable_threshold,
+                                   time=time)
     except ValueError:  # no usable comparison at this radius
         return np.full(np.shape(target_flux)[1], np.nan)
     return np.where(ens.valid, ens.rel_flux, np.nan)
@@ -229,7 +232,7 @@ def choose_aperture(factors, radius_px, target_flux, target_err, comp_flux=None,
     rms = np.full(fac.size, np.nan)
     n_valid = np.zeros(fac.size, int)
     for k in range(fac.size):
-        curve = _curve_at(k, tf, te, comp_flux, comp_err, valid, variable_threshold)
+        curve = _curve_at(k, tf, te, comp_flux, comp_err, valid, variable_threshold, time)
         good = np.isfinite(curve)
         n_valid[k] = int(good.sum())
         if n_valid[k] >= 3:
