@@ -123,7 +123,14 @@ def test_full_night_gives_the_same_masters_and_frames_as_before(simulated, tmp_p
     assert [Path(p).name for p in new] == [Path(p).name for p in old] and len(new) == 14
     for a, b in zip(old, new):
         for ha, hb in zip(fits.open(a), fits.open(b)):
-            if ha.data is not None:
+            if ha.data is None:
+                continue
+            if ha.name == "UNCERT" and isinstance(hb, fits.CompImageHDU):
+                # the night writes its calibrated frames with the planes compressed (the
+                # uncertainty quantized by 1/1000 of its smallest value), the chain alone
+                # plain: equal within that step
+                np.testing.assert_allclose(hb.data, ha.data, rtol=5.1e-4, err_msg=b)
+            else:
                 assert np.array_equal(ha.data, hb.data, equal_nan=True), Path(b).name
     assert caught == []
     assert m["gain"] == (GAIN, "header GAIN") and m["read_noise"] == (RON, "header RON")

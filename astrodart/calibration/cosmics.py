@@ -43,45 +43,9 @@ __all__ = [
 log = logging.getLogger("astrodart")
 
 
-_OPENMP_LIBS: dict[int, list] = {}
-
-
-def _loaded_openmp_libraries() -> list:
-    """ctypes handles of the GNU OpenMP runtimes loaded in this process (Linux), looked
-    up once per process (keyed by pid: a forked child looks again)."""
-    import os
-
-    pid = os.getpid()
-    if pid not in _OPENMP_LIBS:
-        _OPENMP_LIBS.clear()
-        _OPENMP_LIBS[pid] = _find_openmp_libraries()
-    return _OPENMP_LIBS[pid]
-
-
-def _find_openmp_libraries() -> list:
-    import ctypes
-
-    paths = set()
-    try:
-        with open("/proc/self/maps") as fh:
-            for line in fh:
-                if "libgomp" in line:
-                    paths.add(line.split()[-1])
-    except OSError:  # not Linux: no fork-after-OpenMP hazard handled here
-        return []
-    libs = []
-    for p in sorted(paths):
-        try:
-            lib = ctypes.CDLL(p)
-            lib.omp_get_max_threads.restype = ctypes.c_int
-            libs.append(lib)
-        except (OSError, AttributeError):
-            continue
-    return libs
-
-
-class _single_thread_openmp:
-    """Run astroscrappy with one OpenMP thread.
+def _one_openmp_thread():
+    """A context in which the OpenMP runtimes loaded in this process (astroscrappy's)
+    run one thread, set with threadpoolctl (the previous limits are restored on exit).
 
     astroscrappy's compiled kernels use GNU OpenMP, whose thread pool does not survive a
     ``fork``: a process forked from one that has run a multi-threaded OpenMP region (the
@@ -89,20 +53,11 @@ class _single_thread_openmp:
     astroscrappy or ``ccdproc.cosmicray_lacosmic`` itself) hangs in its first OpenMP call.
     With one thread, libgomp never uses its pool, so neither side of a fork can hang;
     astrodart gets its parallelism from the process pool instead (one frame per core).
-    The previous setting is restored on exit.
     """
+    import astroscrappy.utils  # noqa: F401  (loads the OpenMP runtime before the lookup)
+    from threadpoolctl import threadpool_limits
 
-    def __enter__(self):
-        self.saved = []
-        for lib in _loaded_openmp_libraries():
-            self.saved.append((lib, lib.omp_get_max_threads()))
-            lib.omp_set_num_threads(1)
-        return self
-
-    def __exit__(self, *exc):
-        for lib, n in self.saved:
-            lib.omp_set_num_threads(n)
-        return False
+    return threadpool_limits(limits=1, user_api="openmp")
 
 
 def _star_core_guard(
@@ -216,8 +171,14 @@ def lacosmic(
 
     Notes
     -----
-    astroscrappy is run where it can find something, which gives its full-frame result
-    (checked in the tests) for a fraction of the cost on a typical sky frame:
+    astroscrappy runs with one OpenMP thread (set with threadpoolctl; the parallelism
+    comes from the process pool, one frame per core). Without a bad-pixel ``mask`` it
+    runs on the full frame, ``niter`` iterations at once: the hot pixels of a frame not
+    yet dark-subtracted are candidates by the thousand, their cut-outs cover most of the
+    frame and cost as much or more (the same pixels flagged on the HAT-P-27b lights).
+    With a ``mask`` (hot pixels hidden) it is run where it can find
+    something, which gives its full-frame result (checked in the tests) for a fraction
+    of the cost on a typical sky frame:
 
     * iteration 1 runs on cut-outs around the candidate pixels only: those whose
       Laplacian-to-noise ratio, computed with astroscrappy's own Laplacian and a lower
@@ -235,35 +196,22 @@ def lacosmic(
         raise CalibrationError(f"gain {gain!r} not usable for cosmic-ray detection")
     a = np.ascontiguousarray(np.nan_to_num(np.asarray(data, np.float32)))
     bad = None if mask is None else np.asarray(mask, bool)
-    work = a if bad is None or not bad.any() else repair_pixels(a, bad)
+    if bad is not None and not bad.any():
+        bad = None
+    work = a if bad is None else repair_pixels(a, bad)
     bkg, bstd = background_maps(work, background_box)
     var = None if variance is None else np.asarray(variance, np.float32)
-    noise = (var, bkg, bstd, gain)
     sat = float(satlevel) * float(gain) if np.isfinite(satlevel) else np.float32(3e38)
-    options = dict(
-        sigclip=sigclip,
-        sigfrac=sigfrac,
-        objlim=objlim,
-        gain=float(gain),
-        readnoise=0.0,
-        satlevel=sat,
-        niter=1,
-        sepmed=True,
-        cleantype=cleantype,
-        fsmode="median",
-    )
-    # Iteration 1 on cut-outs around the candidates (and the edge strips), later ones
-    # around the pixels the previous iteration cleaned (see Notes).
-    candidates = _candidates(work, bstd, var, sigclip)
-    cleaned = work.copy()
-    crmask = _local_pass(candidates, 2, cleaned, np.zeros_like(candidates), noise, options,
-                         _edge_strips(*a.shape))
-    new = crmask.copy()
-    for _ in range(int(niter) - 1):
-        if not new.any():
-            break
-        new = _local_pass(new, 10, cleaned, crmask, noise, options)
-        crmask |= new
+    options = dict(sigclip=sigclip, sigfrac=sigfrac, objlim=objlim, gain=float(gain),
+                   readnoise=0.0, satlevel=sat, niter=1, sepmed=True, cleantype=cleantype,
+                   fsmode="median")
+    with _one_openmp_thread():
+        if bad is None:  # hot pixels seed thousands of cut-outs: the full frame
+            v = var if var is not None else _variance(work, bkg, bstd, gain)
+            crmask, cleaned = _run_astroscrappy(work, v, dict(options, niter=int(niter)))
+        else:
+            crmask, cleaned = _local_iterations(work, (var, bkg, bstd, gain), options,
+                                                sigclip, niter)
     if core_ratio > 0:
         guarded = _star_core_guard(work, bkg, crmask, core_ratio)
         restore = crmask & ~guarded
@@ -275,22 +223,40 @@ def lacosmic(
     return crmask, cleaned
 
 
+def _local_iterations(work, noise, options, sigclip, niter) -> tuple[np.ndarray, np.ndarray]:
+    """L.A.Cosmic's iterations on cut-outs: the first around the candidates (and the edge
+    strips), the later ones around the pixels the previous iteration cleaned (see
+    :func:`lacosmic`, Notes). ``noise = (variance or None, background, background_std,
+    gain)``. Returns ``(crmask, cleaned)``."""
+    candidates = _candidates(work, noise[2], noise[0], sigclip)
+    cleaned = work.copy()
+    crmask = _local_pass(candidates, 2, cleaned, np.zeros_like(candidates), noise, options,
+                         _edge_strips(*work.shape))
+    new = crmask.copy()
+    for _ in range(int(niter) - 1):
+        if not new.any():
+            break
+        new = _local_pass(new, 10, cleaned, crmask, noise, options)
+        crmask |= new
+    return crmask, cleaned
+
+
 #: Margin (px) around a cut-out: more than the reach of L.A.Cosmic's filters (~7 px), so
 #: that the results inside the cut-out are those of a full-frame run.
 _CONTEXT = 10
 
 
 def _run_astroscrappy(image: np.ndarray, variance: np.ndarray, options: dict):
-    """One astroscrappy pass (one OpenMP thread): ``(crmask, cleaned)`` of ``image``."""
+    """One astroscrappy call (run inside :func:`_one_openmp_thread`): ``(crmask, cleaned)``
+    of ``image``."""
     import astroscrappy
 
-    with _single_thread_openmp():
-        m, c = astroscrappy.detect_cosmics(
-            np.ascontiguousarray(image, np.float32),
-            inmask=None,
-            invar=np.ascontiguousarray(variance, np.float32),
-            **options,
-        )
+    m, c = astroscrappy.detect_cosmics(
+        np.ascontiguousarray(image, np.float32),
+        inmask=None,
+        invar=np.ascontiguousarray(variance, np.float32),
+        **options,
+    )
     return np.asarray(m, bool), np.asarray(c, np.float32)
 
 
@@ -330,16 +296,15 @@ def _candidates(work, bstd, var, sigclip) -> np.ndarray:
     is at least the background variance), so the candidates are a superset of its
     detections. The outermost pixel ring, where astroscrappy's Laplacian is meaningless
     (zero padding), is left to :func:`_edge_strips`."""
-    import astroscrappy.utils  # also loads the OpenMP runtime before we look for it
+    import astroscrappy.utils
 
     if var is None:
         noise_floor = np.float32(0.95) * bstd
     else:
         noise_floor = np.sqrt(ndimage.minimum_filter(np.maximum(var, 0), size=7)) * np.float32(0.99)
-    with _single_thread_openmp():
-        lplus = astroscrappy.utils.laplaceconvolve(astroscrappy.utils.subsample(work))
-        lplus[lplus < 0] = 0
-        lplus = np.asarray(astroscrappy.utils.rebin(lplus))
+    lplus = astroscrappy.utils.laplaceconvolve(astroscrappy.utils.subsample(work))
+    lplus[lplus < 0] = 0
+    lplus = np.asarray(astroscrappy.utils.rebin(lplus))
     candidates = lplus > 2 * float(sigclip) * np.maximum(noise_floor, 1e-12)
     candidates[[0, -1], :] = False
     candidates[:, [0, -1]] = False

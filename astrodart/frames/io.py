@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # astropy.nddata (with scipy, ~0.3 s) loads on a frame's firs
     from astropy.nddata import CCDData
 
 from astrodart.exceptions import recorded
+from astrodart.frames.planes import plane_hdu
 from astrodart.frames.checks import (
     MAX_NONFINITE_FRACTION,
     FrameError,
@@ -440,10 +441,11 @@ def write_hdulist(hdul: fits.HDUList, path, overwrite: bool = False, fsync: bool
 
 
 def write_frame(ccd: CCDData, path, overwrite: bool = False, dtype=np.float32,
-                fsync: bool = True) -> Path:
+                fsync: bool = True, compress: bool = True) -> Path:
     """Write a :class:`CCDData` atomically, with ``UNCERT`` and ``MASK`` extensions if present.
 
-    The pixels are written lossless; the two extensions tile-compressed (``_plane_hdu``).
+    The pixels are written lossless; the two extensions tile-compressed, or plain for an
+    intermediate output (:func:`astrodart.frames.planes.plane_hdu`).
 
     Parameters
     ----------
@@ -457,6 +459,8 @@ def write_frame(ccd: CCDData, path, overwrite: bool = False, dtype=np.float32,
         Precision written for data and uncertainty (float32 by default).
     fsync : bool
         Force the data to disk before the atomic rename (see :func:`write_hdulist`).
+    compress : bool
+        Tile-compress the ``UNCERT`` and ``MASK`` planes.
 
     Returns
     -------
@@ -477,44 +481,10 @@ def write_frame(ccd: CCDData, path, overwrite: bool = False, dtype=np.float32,
         uh = fits.Header()
         uh["UTYPE"] = ("StdDevUncertainty", "uncertainty is a standard deviation")
         uh["BUNIT"] = header["BUNIT"]
-        hdus.append(_plane_hdu(np.asarray(std.array, dtype=dtype), "UNCERT", uh))
+        hdus.append(plane_hdu(np.asarray(std.array, dtype=dtype), "UNCERT", uh, compress))
     if ccd.mask is not None:
-        hdus.append(_plane_hdu(np.asarray(ccd.mask, dtype=np.uint8), "MASK"))
+        hdus.append(plane_hdu(np.asarray(ccd.mask, dtype=np.uint8), "MASK", None, compress))
     return write_hdulist(fits.HDUList(hdus), path, overwrite=overwrite, fsync=fsync)
-
-
-def _deterministic_tile_gzip() -> None:
-    """Make astropy's gzip tile compression write no time stamp (once per process).
-
-    A tile that cannot be quantised (e.g. a constant uncertainty plane of a bias frame) is
-    gzip-compressed instead, as in cfitsio; ``gzip.compress`` puts the current time in
-    each tile's header, so the same plane written twice gave different bytes: re-runs
-    were not byte-identical and a frame's content identity changed with the clock. With
-    ``mtime=0`` the bytes depend only on the pixels (decompression ignores the field).
-    """
-    try:
-        from astropy.io.fits.hdu.compressed import _codecs
-    except ImportError:  # another astropy layout: tiles keep their time stamps
-        return
-    if getattr(_codecs.gzip_compress, "__name__", "") != "_gzip_no_mtime":
-        import gzip
-
-        def _gzip_no_mtime(data, compresslevel=9):
-            return gzip.compress(data, compresslevel=compresslevel, mtime=0)
-
-        _codecs.gzip_compress = _gzip_no_mtime
-
-
-def _plane_hdu(array: np.ndarray, name: str, header=None) -> fits.CompImageHDU:
-    """``UNCERT``/``MASK`` plane, Rice tile-compressed: the mask lossless (1k x 1k: 1 MB ->
-    20 kB), the uncertainty quantized to 1/16 of its tile's noise (relative error < 1e-3;
-    4.2 MB -> 0.9 MB), dithered from each tile's checksum (same plane, same bytes)."""
-    _deterministic_tile_gzip()
-    kw = {"compression_type": "RICE_1",
-          "tile_shape": (min(64, array.shape[0]), array.shape[-1])}
-    if array.dtype.kind == "f":
-        kw.update(quantize_level=16, dither_seed=-1)  # -1: DITHER_SEED_CHECKSUM
-    return fits.CompImageHDU(array, header=header, name=name, **kw)
 
 
 def remove_stale_temporaries(directory, names: Iterable[str] | None = None) -> list[str]:

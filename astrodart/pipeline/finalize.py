@@ -18,6 +18,7 @@ from astrodart.calibration.base import CalibrationWarning
 from astrodart.exceptions import warn, warning_tally
 from astrodart.frames.checks import check_output_dir
 from astrodart.frames.io import find_fits, read_header, strip_fits_suffix
+from astrodart.frames.planes import PLANES, plane_cards, plane_hdu
 
 # the stage-1 steps register their output prefixes, which tell step outputs from raw copies
 from astrodart.pipeline import calibrate, chain, cosmic_rays, prepare  # noqa: F401
@@ -45,6 +46,37 @@ def _as_list(value) -> list[str]:
     if isinstance(value, (str, Path)):
         return [str(value)]
     return [str(v) for v in value]
+
+
+def compress_planes(path) -> bool:
+    """Rewrite a frame file's plain ``UNCERT``/``MASK`` planes tile-compressed
+    (:func:`astrodart.frames.planes.plane_hdu`), atomically; the primary HDU is kept.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A frame written by :func:`astrodart.frames.io.write_frame`.
+
+    Returns
+    -------
+    bool
+        True when the file was rewritten, False when it had no plain plane.
+    """
+    import numpy as np
+    from astropy.io import fits
+
+    from astrodart.frames.io import write_hdulist
+
+    with fits.open(path, memmap=False) as hdul:
+        plain = [i for i, h in enumerate(hdul)
+                 if i > 0 and h.name in PLANES and type(h) is fits.ImageHDU]
+        if not plain:
+            return False
+        hdus = [h if i not in plain else
+                plane_hdu(np.asarray(h.data), h.name, plane_cards(h.header))
+                for i, h in enumerate(hdul)]
+        write_hdulist(fits.HDUList(hdus), path, overwrite=True)
+    return True
 
 
 def _is_master(path: str) -> bool:
@@ -133,7 +165,8 @@ class finalize_stage1:  # noqa: N801
 
     For each science folder (``object/<filter>/``) the final product of each frame's
     step chain (e.g. ``flatfield_corrected_...``) is moved into ``data_dir/<filter>/``
-    and recorded there; the master frames found in the calibration folders are copied
+    (its uncertainty and mask planes compressed when the steps wrote them plain,
+    :func:`compress_planes`) and recorded there; the master frames found in the calibration folders are copied
     into ``data_dir/calibration/``. Raw copies and masters are never deleted (the
     original deleted the bias/dark/flat folders, masters included); the intermediate
     step outputs are deleted unless ``keep_intermediates``.
@@ -243,6 +276,7 @@ class finalize_stage1:  # noqa: N801
             old = by_key.get(key)
             dest_dir.mkdir(exist_ok=True)
             os.replace(path, dest_dir / Path(path).name)
+            compress_planes(dest_dir / Path(path).name)  # a chain of steps wrote it plain
             if old is not None and old != Path(path).name:  # superseded by the new product
                 (dest_dir / old).unlink(missing_ok=True)
                 frames.pop(old)

@@ -325,7 +325,7 @@ def _calibrate_as_they_are(d, files, cosmic_rays, noise, engine, overwrite) -> s
         if group:
             calibration_chain(d, group, overwrite, uncertainty=True,
                               gain_correct=to_electrons, cosmic_rays=cosmic_rays,
-                              **noise, **engine).run()
+                              compress_planes=True, **noise, **engine).run()
     return (f"{len(files)} lights in {Path(d).name} already calibrated: no bias, dark or flat "
             f"applied; {len(adu)} converted from ADU to electrons (no BUNIT=electron in their "
             f"headers), {len(files) - len(adu)} already in electrons (BUNIT)")
@@ -338,7 +338,9 @@ def calibrate_science(tree, masters: dict, filters, cosmic_rays, engine, overwri
     Uncertainty, gain (electrons), cosmic rays, then whatever masters the night has:
     bias, the master dark :func:`night_masters` chose for the frame's exposure
     (``masters['dark_for']``; every master when the exposure is not there), the flat of
-    the frame's filter and the bad-pixel mask, by ``calibration_chain``. A filter without
+    the frame's filter and the bad-pixel mask, by ``calibration_chain`` (one read and one
+    write a frame, the planes compressed there, in parallel over the frames on the
+    engine's pool). A filter without
     a master flat is not flat-fielded (one :class:`MissingCalibrationWarning` naming it,
     unless the night has no calibration frames at all). Lights already calibrated get no
     bias, dark or flat: only the uncertainty plane, cosmic rays, and the conversion to
@@ -387,7 +389,7 @@ def calibrate_science(tree, masters: dict, filters, cosmic_rays, engine, overwri
                               cosmic_rays=cosmic_rays, masterbias_file=masters.get("bias"),
                               masterdark_file=_dark_of(masters, t),
                               masterflatfield_file=flat, badpixel_file=masters.get("badpixel"),
-                              **noise, **engine).run()
+                              compress_planes=True, **noise, **engine).run()
         done = [p for p in files if listed(p)]
         if done:
             note = _calibrate_as_they_are(d, done, cosmic_rays, noise, engine, overwrite)
