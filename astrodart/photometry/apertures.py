@@ -281,11 +281,8 @@ def aperture_photometry_radii(
         raise ValueError(f"gain must be positive (e-/data unit), got {gain!r}")
     if not 0 <= max_repaired_fraction <= 1:
         raise ValueError(f"max_repaired_fraction={max_repaired_fraction!r}: allowed 0 to 1")
-    bad = _bad_mask(arr, mask)
-    unc = _uncertainty_plane(uncertainty, arr.shape)
-    if unc is not None:
-        bad = bad | ~np.isfinite(unc)
-    sky, sky_std, n_sky, sky_unc2 = _annulus_sky(arr, bad, unc, xy, r_in, r_out, sigma)
+    bad, unc, skies = _sky_of_stars(arr, xy, mask, uncertainty, r_in, r_out, sigma)
+    sky, sky_std, n_sky, sky_unc2 = skies
     work, unc, repaired = _repair_in_apertures(arr, unc, bad, xy, max(radii))
     lost = ~np.isfinite(work)  # not repairable (no good pixel near): left out of the sum
     if unc is not None:
@@ -324,6 +321,16 @@ def aperture_photometry_radii(
             n_repaired=n_repaired, repaired_fraction=share,
         ))
     return out
+
+
+def _sky_of_stars(arr, xy, mask, uncertainty, r_in: float, r_out: float, sigma: float):
+    """The bad-pixel map (mask, non-finite data or uncertainty), the uncertainty plane (or
+    None) and the annulus sky of each star (:func:`_annulus_sky`'s four arrays)."""
+    bad = _bad_mask(arr, mask)
+    unc = _uncertainty_plane(uncertainty, arr.shape)
+    if unc is not None:
+        bad = bad | ~np.isfinite(unc)
+    return bad, unc, _annulus_sky(arr, bad, unc, xy, r_in, r_out, sigma)
 
 
 def _repair_in_apertures(arr, unc, bad, xy, radius: float):

@@ -26,14 +26,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erf
 
-from astrodart.photometry._arrays import _as_image, _as_positions, _bad_mask
-from astrodart.photometry.apertures import (
-    ApertureResult,
-    PhotFlag,
-    _annulus_sky,
-    _off_image,
-    _uncertainty_plane,
-)
+from astrodart.photometry._arrays import _as_image, _as_positions
+from astrodart.photometry.apertures import ApertureResult, PhotFlag, _off_image, _sky_of_stars
 
 __all__ = ["gaussian_profile", "optimal_photometry"]
 
@@ -175,12 +169,8 @@ def optimal_photometry(data, positions, fwhm: float, r_in: float, r_out: float, 
         raise ValueError(f"gain must be positive (e-/data unit), got {gain!r}")
     if not 0 <= max_lost_weight <= 1:
         raise ValueError(f"max_lost_weight={max_lost_weight!r}: allowed 0 to 1")
-    bad = _bad_mask(arr, mask)
-    unc = _uncertainty_plane(uncertainty, arr.shape)
-    if unc is not None:
-        bad = bad | ~np.isfinite(unc)
-    sky, sky_std, n_sky, sky_unc2 = _annulus_sky(arr, bad, unc, xy, r_in, r_out, sigma)
-    return _measure_all(arr, bad, unc, xy, fwhm, radius, (sky, sky_std, n_sky, sky_unc2),
+    bad, unc, skies = _sky_of_stars(arr, xy, mask, uncertainty, r_in, r_out, sigma)
+    return _measure_all(arr, bad, unc, xy, fwhm, radius, skies,
                         gain, read_noise, saturation, min_sky_pixels, max_lost_weight,
                         (float(r_in), float(r_out)))
 
