@@ -53,6 +53,8 @@ __all__ = [
     "AlignmentResult",
     "align_frame",
     "registration_offset",
+    "stars_from_detections",
+    "star_transform",
 ]
 
 #: Fewer sep detections than this and the frame's stars come from the matched filter.
@@ -78,6 +80,43 @@ def _star_xy(data, mask, fwhm: float, max_stars: int) -> np.ndarray:
                                    border=3))
 
 
+def stars_from_detections(x, y, flux, flag, shape: tuple[int, int], max_stars: int = 200,
+                          border: int = 3) -> np.ndarray | None:
+    """The alignment's star list from detections made elsewhere (the quality step's sep
+    detections), chosen as :func:`~astrodart.sources.sep_measure.sep_positions` chooses.
+
+    Parameters
+    ----------
+    x, y : (n,) array_like
+        0-based barycentres of the detections, pixels.
+    flux : (n,) array_like
+        Their fluxes (any unit): the brightest are kept.
+    flag : (n,) array_like of int
+        sep's flags; blended, truncated or deblended detections (flag set) are left out.
+    shape : (int, int)
+        ``(ny, nx)`` of the frame.
+    max_stars : int
+        Keep at most this many, brightest first.
+    border : int
+        Drop detections closer than this to the edge, pixels.
+
+    Returns
+    -------
+    (m, 2) ndarray or None
+        ``x, y`` brightest first; None when fewer than :data:`_MIN_SEP_STARS` are left
+        (the frame then needs the matched filter of :func:`_star_xy`, which works on
+        pixels).
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    flux, flag = np.asarray(flux, float), np.asarray(flag, int)
+    ny, nx = shape
+    keep = ((flag == 0) & (x >= border) & (y >= border) & (x < nx - border)
+            & (y < ny - border) & np.isfinite(flux))
+    order = np.argsort(-flux[keep], kind="stable")[:max_stars]
+    xy = np.column_stack([x[keep][order], y[keep][order]])
+    return xy if len(xy) >= _MIN_SEP_STARS else None
+
+
 class ReferenceFrame:
     """The frame everything is aligned to, with its stars and WCS computed once.
 
@@ -93,9 +132,14 @@ class ReferenceFrame:
         Expected stellar FWHM, pixels (for star detection).
     max_stars : int
         Stars kept for matching.
+    stars : (n, 2) array_like, optional
+        The reference's star positions when already known (e.g.
+        :func:`stars_from_detections` of the quality step's detections); default: found
+        on first use.
     """
 
-    def __init__(self, data, mask=None, wcs=None, fwhm: float = 3.0, max_stars: int = 200):
+    def __init__(self, data, mask=None, wcs=None, fwhm: float = 3.0, max_stars: int = 200,
+                 stars=None):
         self.data = np.asarray(data, np.float32)
         if self.data.ndim != 2:
             raise ValueError(f"reference must be a 2-D image, got shape {self.data.shape}")
@@ -103,7 +147,8 @@ class ReferenceFrame:
         self.wcs = celestial_wcs(wcs)
         self.fwhm = fwhm
         self.max_stars = max_stars
-        self._stars: np.ndarray | None = None
+        self._stars: np.ndarray | None = (None if stars is None
+                                          else np.asarray(stars, float).reshape(-1, 2))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -112,8 +157,8 @@ class ReferenceFrame:
 
     @property
     def stars(self) -> np.ndarray:
-        """Star positions ``(n, 2)`` of the reference, brightest first (computed on first
-        use by :func:`astrodart.sources.stars.find_stars`)."""
+        """Star positions ``(n, 2)`` of the reference, brightest first (given, or found on
+        first use by sep, else :func:`astrodart.sources.stars.find_stars`)."""
         if self._stars is None:
             self._stars = _star_xy(self.data, self.mask, self.fwhm, self.max_stars)
         return self._stars
@@ -227,6 +272,56 @@ def _by_stars(frame: _Frame, allow_mirror: bool,
                        match_radius=frame.match_radius, min_matches=frame.min_matches)
 
 
+def star_transform(stars, reference: ReferenceFrame, shape: tuple[int, int], *,
+                   limits: AlignmentLimits | None = None, match_radius: float = 3.0,
+                   min_matches: int = 6, max_control_points: int = 50
+                   ) -> tuple[PixelTransform, float, int]:
+    """The 'stars' rung of :func:`align_frame` alone, on a star list already known: the
+    transform without touching the frame's pixels (which :func:`align_frame` resamples).
+
+    Parameters
+    ----------
+    stars : (n, 2) array_like
+        The frame's star positions, brightest first (e.g. :func:`stars_from_detections`).
+    reference : ReferenceFrame
+        Target grid and its stars.
+    shape : (int, int)
+        ``(ny, nx)`` of the frame.
+    limits : AlignmentLimits, optional
+        Rotation/scale/shift/mirror limits (default :class:`AlignmentLimits`; the overlap
+        is checked once the frame is resampled).
+    match_radius, min_matches, max_control_points
+        As for :func:`align_frame`.
+
+    Returns
+    -------
+    transform : PixelTransform
+        Frame pixels -> reference pixels.
+    residual : float
+        RMS distance of the cross-matched stars after alignment, pixels.
+    n_matches : int
+        Cross-matched stars.
+
+    Raises
+    ------
+    AlignmentLimitError
+        The transform breaks ``limits``.
+    AlignmentError
+        The star patterns do not match.
+    """
+    limits = limits or AlignmentLimits()
+    stars = np.asarray(stars, float).reshape(-1, 2)
+    transform, resid, n = match_stars(stars, reference.stars, tuple(shape),
+                                      allow_mirror=limits.allow_mirror,
+                                      max_control_points=max_control_points,
+                                      match_radius=match_radius, min_matches=min_matches)
+    broken = limits.violations(transform, tuple(shape), reference.shape)
+    if broken:
+        why = f"stars: transform breaks limits ({'; '.join(broken)})"
+        raise AlignmentLimitError(why, [why])
+    return transform, resid, n
+
+
 def _by_fft(frame: _Frame, min_ratio: float) -> tuple[PixelTransform, float, int]:
     """The 'fft' rung: phase-correlation shift, confirmed by the stars when there are enough."""
     ref = frame.reference
@@ -256,7 +351,7 @@ def _resample(frame: _Frame, method: str, transform: PixelTransform, values, ord
 def align_frame(data, reference: ReferenceFrame, *, mask=None, wcs=None, uncertainty=None,
                 methods: Sequence[str] = METHODS, limits: AlignmentLimits | None = None,
                 match_radius: float = 3.0, min_matches: int = 6, max_control_points: int = 50,
-                order: int = 3, fft_min_ratio: float = 2.0) -> AlignmentResult:
+                order: int = 3, fft_min_ratio: float = 2.0, stars=None) -> AlignmentResult:
     """Align one frame onto ``reference`` by the first method of the ladder that works.
 
     Parameters
@@ -286,6 +381,9 @@ def align_frame(data, reference: ReferenceFrame, *, mask=None, wcs=None, uncerta
         Spline order for the affine resampling (3 = bicubic); 'wcs' uses bicubic too.
     fft_min_ratio : float
         Significance required of the phase-correlation peak (see :func:`fft_translation`).
+    stars : (n, 2) array_like, optional
+        The frame's star positions when already known (brightest first, e.g.
+        :func:`stars_from_detections`); default: found on the pixels when a rung needs them.
 
     Returns
     -------
@@ -306,7 +404,8 @@ def align_frame(data, reference: ReferenceFrame, *, mask=None, wcs=None, uncerta
     limits = limits or AlignmentLimits()
     data = np.asarray(data, np.float32)
     frame = _Frame(data, invalid_pixels(data, mask), celestial_wcs(wcs), reference,
-                   match_radius, min_matches)
+                   match_radius, min_matches,
+                   None if stars is None else np.asarray(stars, float).reshape(-1, 2))
     _ = reference.stars  # found once, before any rung needs them
     rungs = {"wcs": lambda: _by_wcs(frame),
              "stars": lambda: _by_stars(frame, limits.allow_mirror, max_control_points),

@@ -89,11 +89,12 @@ def warp_to_reference(data, transform: PixelTransform, ref_shape: tuple[int, int
     inv = transform.inverse().matrix
     warp = _opencv_warp if _opencv_can(order, data.shape, ref_shape) else _scipy_warp
     out = warp(src, inv, ref_shape, order, replicate=True)
-    # footprint: the reference pixels whose centres map inside the frame (nearest pixel)
-    outside = warp(np.ones(data.shape, np.float32), inv, ref_shape, 0, replicate=False) < 0.5
-    invalid = outside.copy()
-    if bad.any():
-        invalid |= warp(bad.astype(np.float32), inv, ref_shape, 0, replicate=False) > 0.5
+    # one nearest-pixel warp gives both the footprint (the reference pixels whose centres
+    # map inside the frame: 0 outside) and where invalid input pixels land (2)
+    where = warp(np.where(bad, np.float32(2.0), np.float32(1.0)), inv, ref_shape, 0,
+                 replicate=False)
+    outside = where < 0.5
+    invalid = outside | (where > 1.5)
     out = out.astype(np.float32, copy=False)
     out[outside] = np.nan
     return out, invalid

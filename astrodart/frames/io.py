@@ -265,7 +265,8 @@ def _unit_from_header(header, default) -> u.UnitBase:
         return u.Unit(default)
 
 
-def read_frame(path, unit=None, dtype=np.float32, default_unit="adu") -> CCDData:
+def read_frame(path, unit=None, dtype=np.float32, default_unit="adu", *,
+               uncertainty: bool = True) -> CCDData:
     """Read one frame into a :class:`~astropy.nddata.CCDData`.
 
     Parameters
@@ -280,6 +281,9 @@ def read_frame(path, unit=None, dtype=np.float32, default_unit="adu") -> CCDData
         with ``BZERO`` are scaled to their true values first).
     default_unit : str
         Unit used when the header has no usable ``BUNIT``.
+    uncertainty : bool
+        Read the ``UNCERT`` plane (False: leave it; its decompression is most of the read
+        of a calibrated frame, for work that needs only the pixels and the mask).
 
     Returns
     -------
@@ -306,11 +310,11 @@ def read_frame(path, unit=None, dtype=np.float32, default_unit="adu") -> CCDData
         check_2d(hdul[idx].header, idx, path)
         level = raw_saturation(hdul[idx].header)  # before the data scale the header
         may_hold_nan = level is None or "BLANK" in hdul[idx].header  # float, or BLANK ints
-        uncertainty = mask = None
+        want_unc, uncertainty, mask = uncertainty, None, None
         try:
             data = np.array(hdul[idx].data, dtype=dtype)
             names = [h.name for h in hdul]
-            if "UNCERT" in names:
+            if want_unc and "UNCERT" in names:
                 uncertainty = StdDevUncertainty(np.array(hdul["UNCERT"].data, dtype=dtype))
             if "MASK" in names:
                 mask = np.array(hdul["MASK"].data).astype(bool)

@@ -34,7 +34,6 @@ detections of a reference frame. The simulated night with known truth is run by
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +48,8 @@ from astrodart.pipeline.night_calibration import (
     calibrate_science, kept_masters, masters_from_calibration, night_masters, saturation_electrons)
 from astrodart.pipeline.night_astrometry import astrometry_step
 from astrodart.pipeline.night_photometry import night_light_curve
+from astrodart.pipeline.night_stack import align_night, stack_night
+from astrodart.pipeline.quality_stars import keep_star_lists
 
 __all__ = [
     "FLUX_APERTURES",
@@ -352,12 +353,11 @@ def _calibrate(run: _NightRun) -> None:
 
 def _quality(run: _NightRun) -> None:
     from astropy.table import vstack
-
     from astrodart.pipeline.fingerprint import table_of
     from astrodart.pipeline.measure import get_fwhm
-    from astrodart.pipeline.quality import quality_table
+    from astrodart.pipeline.quality import quality_table, sharpest_good_frame
 
-    result = run.result
+    result, stars = run.result, {}
     files = [p for f in result.filters for p in result.calibrated[f]]
 
     def measure():
@@ -366,7 +366,7 @@ def _quality(run: _NightRun) -> None:
             run.guess[f] = get_fwhm(result.calibrated[f][:1],
                                     saturation=result.saturation).estimate_fwhm()[0]
         # per filter: transparency and the outlier rules compare frames of one filter
-        tables = [quality_table(result.calibrated[f], executor=run.pool,
+        tables = [quality_table(result.calibrated[f], executor=run.pool, star_lists=stars,
                                 fwhm_guess=run.guess[f] if np.isfinite(run.guess[f]) else None)
                   for f in result.filters]
         return vstack(tables, metadata_conflicts="silent")
@@ -375,6 +375,8 @@ def _quality(run: _NightRun) -> None:
                              {"filters": result.filters}, measure, run.options.overwrite)
     if reused:
         run.reused.append("quality")
+    run.tables["stars"] = keep_star_lists(result.data_dir / "quality", table.meta.get(
+        "fingerprint"), stars, run.options.overwrite)  # the lists of the frames' stars
     result.quality = table
     rows = {str(r["file"]): float(r["fwhm"]) for r in result.quality}
     for f in result.filters:
@@ -386,21 +388,21 @@ def _quality(run: _NightRun) -> None:
     series = run.options.series_filter or max(result.filters,
                                               key=lambda f: len(result.calibrated[f]))
     result.series_filter = series
-    result.reference_frame = _reference_frame(result.quality, result.calibrated[series])
+    result.reference_frame = sharpest_good_frame(result.quality, result.calibrated[series])
 
 
 def _align(run: _NightRun) -> None:
     from astrodart.pipeline.align import align
 
-    opt, result = run.options, run.result
-    chosen = result.filters
+    opt, result, chosen = run.options, run.result, run.result.filters
     if not opt.overwrite:  # aligned frames removed once stacked (tidy): the stacks stand
         from astrodart.pipeline.tidy import stacks_stand
-
         result.stacks = stacks_stand(result.data_dir, chosen, result.calibrated)
         if result.stacks:
             run.reused.append("align")
             return
+    if opt.stack and not getattr(opt, "write_aligned", False):  # transforms from star lists
+        return align_night(run)
     step = align([result.calibrated[f] for f in chosen], [run.dirs[f] for f in chosen],
                  result.reference_frame, opt.overwrite, methods=opt.align_methods, **run.engine)
     result.aligned = dict(zip(chosen, step.run()))
@@ -412,17 +414,17 @@ def _align(run: _NightRun) -> None:
 
 def _stack(run: _NightRun) -> None:
     from astrodart.pipeline.measure import get_fwhm
+    from astrodart.pipeline.night_bayer import colour_composite
     from astrodart.pipeline.stack import stack
 
     opt, result = run.options, run.result
+    stack_night(run)  # after align_night: frames warped in memory, no aligned file
     chosen = [f for f in result.filters if result.aligned.get(f) and f not in result.stacks]
     stacks = stack([result.aligned[f] for f in chosen], chosen, result.data_dir / "stacks",
                    combining_method="median", quality=result.quality, overwrite=opt.overwrite)
     result.stacks.update({f: s for f, s in zip(chosen, stacks) if s is not None})
     fw = get_fwhm(list(result.stacks.values()), saturation=result.saturation)
     result.stack_fwhm = dict(zip(result.stacks, fw.estimate_fwhm()))
-    from astrodart.pipeline.night_bayer import colour_composite
-
     colour_composite(run)
 
 
@@ -469,7 +471,8 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
                  gain: float | None = None, read_noise: float | None = None,
                  calibrated=False, site=None, stack: bool = True,
                  survey=None, target_xy=None, lightcurve_aperture: str = "fwhm",
-                 bayer_pattern: str | None = None, demosaic: str = "bilinear") -> NightResult:
+                 bayer_pattern: str | None = None, demosaic: str = "bilinear",
+                 write_aligned: bool = False) -> NightResult:
     """Reduce a raw night ``root/uncal_data/<date>/`` end to end: walk :data:`NIGHT_STEPS`.
 
     Parameters
@@ -504,9 +507,10 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
         The alignment ladder (:class:`astrodart.pipeline.align.align`);
         star patterns first: as accurate as WCS reprojection on these fields and about
         five times faster.
-    executor : concurrent.futures.Executor, optional
+    executor : concurrent.futures.Executor, distributed.Client or str, optional
         Shared by the steps (default: a process pool of ``workers`` processes, shut down
-        at the end).
+        at the end), or a dask scheduler address (``'tcp://HOST:8786'``); a client made
+        from an address is closed at the end.
     workers : int, optional
         Processes of the default pool (default: all cores).
     progress : bool
@@ -544,6 +548,10 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
         CFA pattern of a colour camera's frames, overriding their headers' ``BAYERPAT``.
     demosaic : {'bilinear', 'malvar', 'menon', 'superpixel'}
         How colour frames are demosaiced (:mod:`astrodart.pipeline.night_bayer`).
+    write_aligned : bool
+        Write an aligned frame per light (the ``align`` step); by default the night is
+        aligned from the quality step's star lists and stacked in memory
+        (:mod:`astrodart.pipeline.night_stack`) and ``NightResult.aligned`` stays empty.
 
     Returns
     -------
@@ -557,7 +565,7 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
     ValueError
         Unknown filter, or no usable comparison stars.
     """
-    from astrodart.pipeline.step import process_pool
+    from astrodart.pipeline.cluster import shared_executor
 
     options = SimpleNamespace(
         filters=filters, target_coord=target_coord, series_filter=series_filter,
@@ -566,11 +574,12 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
         flux_apertures=flux_apertures, align_methods=align_methods, overwrite=overwrite,
         interpolate_darks=interpolate_darks, gain=gain, read_noise=read_noise,
         calibrated=calibrated, site=site, stack=stack, survey=survey, target_xy=target_xy,
-        lightcurve_aperture=lightcurve_aperture, bayer_pattern=bayer_pattern, demosaic=demosaic)
+        lightcurve_aperture=lightcurve_aperture, bayer_pattern=bayer_pattern, demosaic=demosaic,
+        write_aligned=write_aligned)
     root = Path(root)
     result = NightResult(root, str(date), str(target), Path())
     clock = _Clock(result.timings)
-    pool = process_pool(workers or os.cpu_count() or 1) if executor is None else executor
+    pool, release = shared_executor(executor, workers)
     run = _NightRun(root, options, result, pool, {"executor": pool, "progress": progress})
     try:
         for step in steps:
@@ -579,19 +588,7 @@ def reduce_night(root, date: str, target: str, *, filters=None, target_coord=Non
                     step.run(run)
         result.reused = list(dict.fromkeys(run.reused))
     finally:
-        if executor is None:
-            pool.shutdown()
+        release()
     log.info("%s", result.summary())
     return result
 
-
-def _reference_frame(quality: Table, files: list) -> str:
-    """The good frame of the series with the sharpest stars."""
-    from astrodart.pipeline.quality import good_files
-
-    good = set(good_files(quality))
-    rows = [r for r in quality if r["file"] in files and r["file"] in good
-            and np.isfinite(r["fwhm"])]
-    if not rows:
-        return files[0]
-    return str(min(rows, key=lambda r: r["fwhm"])["file"])

@@ -55,6 +55,7 @@ from astrodart.pipeline.executors import make_executor, map_tasks
 from astrodart.exceptions import quiet
 
 __all__ = [
+    "STAR_LIST_LENGTH",
     "QualityRules",
     "flag_frames",
     "frame_quality",
@@ -63,7 +64,13 @@ __all__ = [
     "quality_table",
     "read_quality_table",
     "save_quality_table",
+    "sharpest_good_frame",
 ]
+
+
+#: Detections per frame kept in the star lists of :func:`quality_table` (brightest first):
+#: the alignment matches the 200 brightest clean ones.
+STAR_LIST_LENGTH = 400
 
 
 @dataclass
@@ -129,7 +136,9 @@ def frame_quality(path: str | os.PathLike, *, fwhm_guess: float | None = None,
     dict
         The row's measured values plus ``_xy`` (n, 2), ``_flux`` (n,) (exposure-normalised
         aperture fluxes, data units per second) and ``_wcs`` (header WCS or None) used to
-        compute transparency across frames.
+        compute transparency across frames, ``_stars`` (the brightest
+        :data:`STAR_LIST_LENGTH` detections: ``x``, ``y``, ``flux``, ``flag`` columns of
+        sep's detections, for the alignment) and ``_shape`` (ny, nx).
 
     Raises
     ------
@@ -139,7 +148,7 @@ def frame_quality(path: str | os.PathLike, *, fwhm_guess: float | None = None,
     import sep
 
     path = str(path)
-    ccd = read_frame(path)
+    ccd = read_frame(path, uncertainty=False)  # pixels and mask are all it measures
     fh = FrameHeader(ccd.meta, path)
     data = np.ascontiguousarray(ccd.data, dtype=np.float32)  # what sep works on
     try:
@@ -173,7 +182,8 @@ def frame_quality(path: str | os.PathLike, *, fwhm_guess: float | None = None,
             "fwhm_arcsec": fw.fwhm * scale if scale else float("nan"),
             "ellipticity": fw.ellipticity, "sky_level": fw.sky_level, "sky_rms": fw.sky_rms,
             "n_stars": len(det), "n_fwhm_stars": fw.n_stars, "wcs": wcs_status,
-            "_xy": xy, "_flux": flux, "_wcs": header_wcs}
+            "_xy": xy, "_flux": flux, "_wcs": header_wcs, "_shape": data.shape,
+            "_stars": det[["x", "y", "flux", "flag"]][:STAR_LIST_LENGTH]}
 
 
 def _safe_quality(path, kwargs):
@@ -211,7 +221,7 @@ def _transparency(rows: list[dict], reference: int) -> tuple[np.ndarray, np.ndar
 def quality_table(files: Sequence, *, rules: QualityRules | None = None,
                   fwhm_guess: float | None = None, threshold: float = 5.0,
                   reference: str | None = None, executor="serial", workers: int | None = None,
-                  n_phot: int = 100) -> Table:
+                  n_phot: int = 100, star_lists: dict | None = None) -> Table:
     """Measure every frame of a night and flag outliers.
 
     Parameters
@@ -233,6 +243,11 @@ def quality_table(files: Sequence, *, rules: QualityRules | None = None,
         Pool size.
     n_phot : int
         Stars per frame measured for the transparency proxy.
+    star_lists : dict, optional
+        Filled, when given, with ``{file: astropy.table.Table}``: each readable frame's
+        brightest :data:`STAR_LIST_LENGTH` detections (``x``, ``y`` 0-based barycentres,
+        ``flux`` isophotal, ``flag`` sep's flags; meta ``shape``), so the alignment
+        reuses them instead of detecting the stars again.
 
     Returns
     -------
@@ -246,6 +261,10 @@ def quality_table(files: Sequence, *, rules: QualityRules | None = None,
     # map_tasks: Ctrl-C or SIGTERM ends the workers at once instead of waiting for every frame
     results = map_tasks(functools.partial(_safe_quality, kwargs=kwargs), files, pool, owned)
     rows = [r for r, _ in results if r is not None]
+    if star_lists is not None:
+        for r in rows:
+            r["_stars"].meta["shape"] = list(r["_shape"])
+            star_lists[r["file"]] = r["_stars"]
     unreadable = {f: why for f, (r, why) in zip(files, results) if r is None}
     if not rows:
         raise ValueError(f"no readable frame among {len(files)} files: {unreadable}")
@@ -342,6 +361,30 @@ def good_files(table: Table | str | os.PathLike, rules: QualityRules | None = No
     if rules is not None or "good" not in table.colnames:
         table = flag_frames(table, rules)
     return [str(f) for f, g in zip(table["file"], table["good"]) if g]
+
+
+def sharpest_good_frame(table: Table, files: Sequence) -> str:
+    """The good frame of ``files`` with the sharpest stars (a night's reference frame).
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        A quality table (:func:`quality_table`) holding ``files``.
+    files : sequence of str
+        The frames to choose from (e.g. one filter's series).
+
+    Returns
+    -------
+    str
+        The good frame of least FWHM; the first of ``files`` when none is good with a
+        finite FWHM.
+    """
+    good = set(good_files(table))
+    rows = [r for r in table if r["file"] in files and r["file"] in good
+            and np.isfinite(r["fwhm"])]
+    if not rows:
+        return str(files[0])
+    return str(min(rows, key=lambda r: r["fwhm"])["file"])
 
 
 def save_quality_table(table: Table, path: str | os.PathLike) -> Path:

@@ -314,7 +314,9 @@ def _reduce(options: ReduceOptions, parsed: dict, executor, ran_on: dict, echo) 
             site=parsed["site"],
             stack=options.stack, survey=survey, target_xy=parsed["target_xy"],
             lightcurve_aperture=options.aperture, bayer_pattern=options.bayer_pattern,
-            demosaic=options.demosaic)
+            demosaic=options.demosaic,
+            # aligned frames as files only when kept or when the run ends at align
+            write_aligned=options.keep_intermediate or "stack" not in parsed["steps"])
         run.result.timings = {"survey": t_survey, **run.result.timings}
         from astrodart.pipeline.reduce_summary import finish
 

@@ -112,11 +112,12 @@ class ReduceOptions:
         PNG previews of the masters and of one calibrated frame per filter too; on the
         command line also the night's diagnostics (``results/diagnostics/``).
     keep_intermediate : bool
-        Keep every intermediate file. By default a run ends by deleting what no product
-        needs (:func:`astrodart.pipeline.tidy.remove_intermediate`; a re-run remakes it
-        when needed): the aligned frames once stacked, the sorted copies of the raw
-        frames once calibrated; ``results/summary.json`` lists what went and how to get
-        it back.
+        Write and keep every intermediate file. By default the night is stacked from
+        frames aligned in memory (no aligned file is written) and a run ends by deleting
+        what no product needs (:func:`astrodart.pipeline.tidy.remove_intermediate`; a
+        re-run remakes it when needed): the sorted copies of the raw frames once
+        calibrated, and aligned frames once stacked; ``results/summary.json`` lists what
+        went and how to get it back.
     progress : bool
         Progress bars.
     bayer_pattern : str, optional
@@ -164,9 +165,9 @@ class ReduceOptions:
     stack: bool = _opt(True, "stack the aligned frames", flag="--no-stack")
     png: bool = _opt(False, "PNG previews of masters and calibrated frames, and the "
                             "night's diagnostics (results/diagnostics/), too")
-    keep_intermediate: bool = _opt(False, "keep the aligned frames and the sorted raw copies "
-                                          "(by default deleted at the end once the stack and "
-                                          "the calibrated frames exist; a re-run remakes them)")
+    keep_intermediate: bool = _opt(False, "write and keep the aligned frames, and keep the "
+                                          "sorted raw copies (by default the night is stacked "
+                                          "in memory and the copies deleted once calibrated)")
     progress: bool = _opt(True, "progress bars", flag="--no-progress", config=False)
     bayer_pattern: str | None = _opt(None, "CFA pattern of a colour camera (RGGB, BGGR, GRBG, "
                                            "GBRG), overriding the headers' BAYERPAT")
